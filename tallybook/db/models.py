@@ -1,0 +1,512 @@
+"""Database tables. Every business row carries organization_id: tenants are walls.
+
+Rounded money is BigInteger minor units (`*_minor`); unit prices and quantities are exact
+decimal strings (ExactDecimal). Unique constraints are the last guard of the billing rules:
+one invoice per (subscription, period, timing), one number per series, one event per key.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from tallybook.db.types import ExactDecimal, UTCDateTime
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def new_id(prefix: str) -> str:
+    """Readable, unguessable ids: 'cus_3f9c...'. The prefix tells a specialist what it is."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {
+        datetime: UTCDateTime(),
+        Decimal: ExactDecimal(),
+        dict[str, Any]: JSONType,
+        list[Any]: JSONType,
+    }
+
+
+def org_fk() -> Mapped[str]:
+    return mapped_column(String(40), ForeignKey("organizations.id"), index=True)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    default_currency: Mapped[str] = mapped_column(String(3))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    country: Mapped[str | None] = mapped_column(String(2))
+    # Billing policy: how proration, rounding, tax and approvals work in this organisation.
+    proration_policy: Mapped[str] = mapped_column(String(20), default="exact_days")
+    downgrade_credit: Mapped[str] = mapped_column(String(20), default="immediate")
+    rounding_mode: Mapped[str] = mapped_column(String(20), default="half_up")
+    tax_rounding: Mapped[str] = mapped_column(String(20), default="per_line")
+    prices_include_tax: Mapped[bool] = mapped_column(Boolean, default=False)
+    # {"USD": "5000.00"}: drafts above this total need a billing manager's approval.
+    approval_thresholds: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    invoice_number_pattern: Mapped[str] = mapped_column(String(60), default="INV-{YYYY}-{seq:06}")
+    credit_note_number_pattern: Mapped[str] = mapped_column(String(60), default="CN-{YYYY}-{seq:06}")
+    debit_note_number_pattern: Mapped[str] = mapped_column(String(60), default="DN-{YYYY}-{seq:06}")
+    created_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))
+    # Only a SHA-256 of the secret is kept; the prefix finds the row without revealing the key.
+    prefix: Mapped[str] = mapped_column(String(20), unique=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+
+
+class Customer(Base):
+    __tablename__ = "customers"
+    __table_args__ = (UniqueConstraint("organization_id", "external_id"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    legal_name: Mapped[str] = mapped_column(String(300))
+    emails: Mapped[list[Any]] = mapped_column(default=list)
+    address_line1: Mapped[str | None] = mapped_column(String(300))
+    address_line2: Mapped[str | None] = mapped_column(String(300))
+    city: Mapped[str | None] = mapped_column(String(200))
+    postal_code: Mapped[str | None] = mapped_column(String(40))
+    region: Mapped[str | None] = mapped_column(String(100))
+    country: Mapped[str] = mapped_column(String(2))
+    currency: Mapped[str] = mapped_column(String(3))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    language: Mapped[str] = mapped_column(String(10), default="en")
+    payment_terms_days: Mapped[int] = mapped_column(Integer, default=30)
+    tax_ids: Mapped[list[Any]] = mapped_column(default=list)
+    tax_exempt: Mapped[bool] = mapped_column(Boolean, default=False)
+    reverse_charge: Mapped[bool] = mapped_column(Boolean, default=False)
+    po_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    credit_balance_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    archived_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class TaxRate(Base):
+    __tablename__ = "tax_rates"
+    __table_args__ = (UniqueConstraint("organization_id", "code"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    code: Mapped[str] = mapped_column(String(60))
+    name: Mapped[str] = mapped_column(String(200))
+    # "DE", "US-NY" (state) or "US-NY-NEW YORK" (city): matched against the customer's address.
+    jurisdiction: Mapped[str] = mapped_column(String(120))
+    tax_category: Mapped[str] = mapped_column(String(60), default="standard")
+    percent: Mapped[Decimal]
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class Product(Base):
+    __tablename__ = "products"
+    __table_args__ = (UniqueConstraint("organization_id", "code"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    code: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str | None] = mapped_column(Text)
+    tax_category: Mapped[str] = mapped_column(String(60), default="standard")
+    unit_label: Mapped[str | None] = mapped_column(String(60))
+    archived_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class Price(Base):
+    """One version of a price. A change writes a new version; old versions stay for old invoices."""
+
+    __tablename__ = "prices"
+    __table_args__ = (UniqueConstraint("organization_id", "code", "version"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    product_id: Mapped[str] = mapped_column(String(40), ForeignKey("products.id"))
+    code: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    # recurring (per seat or flat per period) or usage (metered, billed on reported usage)
+    kind: Mapped[str] = mapped_column(String(20))
+    interval_unit: Mapped[str] = mapped_column(String(10), default="month")
+    interval_count: Mapped[int] = mapped_column(Integer, default=1)
+    timing: Mapped[str] = mapped_column(String(10), default="in_advance")
+    terms: Mapped[dict[str, Any]]
+    effective_from: Mapped[datetime]
+    created_at: Mapped[datetime]
+
+
+class Plan(Base):
+    __tablename__ = "plans"
+    __table_args__ = (UniqueConstraint("organization_id", "code"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    code: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(300))
+    currency: Mapped[str] = mapped_column(String(3))
+    interval_unit: Mapped[str] = mapped_column(String(10), default="month")
+    interval_count: Mapped[int] = mapped_column(Integer, default=1)
+    # Price codes; each period bills the version of each code in force at the period's start.
+    price_codes: Mapped[list[Any]] = mapped_column(default=list)
+    trial_days: Mapped[int] = mapped_column(Integer, default=0)
+    archived_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class Coupon(Base):
+    __tablename__ = "coupons"
+    __table_args__ = (UniqueConstraint("organization_id", "code"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    code: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(10))  # percent | fixed
+    value: Mapped[Decimal]
+    currency: Mapped[str | None] = mapped_column(String(3))
+    duration: Mapped[str] = mapped_column(String(12))  # once | repeating | forever
+    duration_periods: Mapped[int | None] = mapped_column(Integer)
+    product_codes: Mapped[list[Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime]
+
+
+class CouponRedemption(Base):
+    __tablename__ = "coupon_redemptions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    coupon_id: Mapped[str] = mapped_column(String(40), ForeignKey("coupons.id"))
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"), index=True)
+    invoices_applied: Mapped[int] = mapped_column(Integer, default=0)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"), index=True)
+    plan_id: Mapped[str] = mapped_column(String(40), ForeignKey("plans.id"))
+    quantity: Mapped[Decimal]
+    status: Mapped[str] = mapped_column(String(20))
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime | None]
+    trial_end_at: Mapped[datetime | None]
+    anchor: Mapped[str] = mapped_column(String(12))  # calendar | anniversary
+    anchor_date: Mapped[date] = mapped_column(Date)
+    cancel_at_period_end: Mapped[bool] = mapped_column(Boolean, default=False)
+    canceled_at: Mapped[datetime | None]
+    auto_renew: Mapped[bool] = mapped_column(Boolean, default=True)
+    renewal_term_months: Mapped[int | None] = mapped_column(Integer)
+    # Periods before this instant have been billed (advance) or rated (arrears): the run's cursor.
+    next_billing_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # Earliest effective time of a change not yet re-rated; None when nothing is pending.
+    rerate_from: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+
+
+class SubscriptionChange(Base):
+    """The subscription's history: each change is effective from an instant, maybe backdated."""
+
+    __tablename__ = "subscription_changes"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    subscription_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("subscriptions.id"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(20))
+    effective_at: Mapped[datetime]
+    plan_id: Mapped[str | None] = mapped_column(String(40))
+    quantity: Mapped[Decimal | None]
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class UsageRecord(Base):
+    __tablename__ = "usage_records"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    subscription_id: Mapped[str] = mapped_column(String(40), ForeignKey("subscriptions.id"))
+    price_code: Mapped[str] = mapped_column(String(100))
+    transaction_id: Mapped[str] = mapped_column(String(200))
+    occurred_at: Mapped[datetime]
+    quantity: Mapped[Decimal]
+    # For percentage pricing: the transaction's value.
+    value: Mapped[Decimal | None]
+    created_at: Mapped[datetime]
+    __table_args__ = (
+        UniqueConstraint("organization_id", "transaction_id"),
+        Index("ix_usage_sub_price_time", "subscription_id", "price_code", "occurred_at"),
+    )
+
+
+class Contract(Base):
+    __tablename__ = "contracts"
+    __table_args__ = (UniqueConstraint("organization_id", "reference"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"), index=True)
+    reference: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(300))
+    currency: Mapped[str] = mapped_column(String(3))
+    start_date: Mapped[date] = mapped_column(Date)
+    end_date: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[datetime]
+
+
+class Milestone(Base):
+    __tablename__ = "milestones"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    contract_id: Mapped[str] = mapped_column(String(40), ForeignKey("contracts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(300))
+    product_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("products.id"))
+    amount: Mapped[Decimal]
+    completed_at: Mapped[datetime | None]
+    charge_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class Charge(Base):
+    """A pending charge (one-off, milestone, time and materials, adjustment) awaiting an invoice."""
+
+    __tablename__ = "charges"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"), index=True)
+    contract_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("contracts.id"))
+    kind: Mapped[str] = mapped_column(String(30))
+    description: Mapped[str] = mapped_column(String(500))
+    product_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("products.id"))
+    currency: Mapped[str] = mapped_column(String(3))
+    quantity: Mapped[Decimal]
+    unit_price: Mapped[Decimal]
+    service_date: Mapped[date | None] = mapped_column(Date)
+    billable_at: Mapped[datetime]
+    invoice_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+
+class NumberSeries(Base):
+    """Gapless counters. One row per (organisation, document kind, scope such as the year)."""
+
+    __tablename__ = "number_series"
+    __table_args__ = (UniqueConstraint("organization_id", "kind", "scope"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    kind: Mapped[str] = mapped_column(String(20))
+    scope: Mapped[str] = mapped_column(String(20))
+    last_value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Invoice(Base):
+    __tablename__ = "invoices"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "number"),
+        Index("ix_invoices_org_status", "organization_id", "status"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"), index=True)
+    number: Mapped[str | None] = mapped_column(String(60))
+    status: Mapped[str] = mapped_column(String(20))
+    approval_status: Mapped[str] = mapped_column(String(20), default="not_required")
+    approved_by: Mapped[str | None] = mapped_column(String(40))
+    currency: Mapped[str] = mapped_column(String(3))
+    billing_date: Mapped[date] = mapped_column(Date)
+    issue_date: Mapped[date | None] = mapped_column(Date)
+    due_date: Mapped[date | None] = mapped_column(Date)
+    po_number: Mapped[str | None] = mapped_column(String(100))
+    notes: Mapped[str | None] = mapped_column(Text)
+    discounts: Mapped[list[Any]] = mapped_column(default=list)
+    customer_snapshot: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    tax_treatment: Mapped[str] = mapped_column(String(20), default="standard")
+    legal_note: Mapped[str | None] = mapped_column(Text)
+    tax_summary: Mapped[list[Any]] = mapped_column(default=list)
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    tax_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    credit_applied_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    credited_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    debited_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    paid_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_due_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_by: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    issued_at: Mapped[datetime | None]
+    voided_at: Mapped[datetime | None]
+    void_reason: Mapped[str | None] = mapped_column(Text)
+    # Settings in force when the draft was rated, so an issued invoice explains itself later.
+    rating_context: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class InvoiceLine(Base):
+    __tablename__ = "invoice_lines"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    invoice_id: Mapped[str] = mapped_column(String(40), ForeignKey("invoices.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(30))
+    description: Mapped[str] = mapped_column(String(500))
+    product_id: Mapped[str | None] = mapped_column(String(40))
+    price_id: Mapped[str | None] = mapped_column(String(40))
+    subscription_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    charge_id: Mapped[str | None] = mapped_column(String(40))
+    period_start: Mapped[datetime | None]
+    period_end: Mapped[datetime | None]
+    service_from: Mapped[datetime | None]
+    service_to: Mapped[datetime | None]
+    # +1 charges the service window, -1 credits it back (re-rating after a change).
+    coverage_weight: Mapped[int] = mapped_column(Integer, default=0)
+    quantity: Mapped[Decimal]
+    unit_price: Mapped[Decimal | None]
+    amount: Mapped[Decimal]  # exact amount before rounding
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger)
+    discount_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    tax_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    taxes: Mapped[list[Any]] = mapped_column(default=list)
+    explanation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class SubscriptionPeriodInvoice(Base):
+    """The guard: a (subscription, period, timing) is billed on exactly one invoice."""
+
+    __tablename__ = "subscription_period_invoices"
+    __table_args__ = (UniqueConstraint("subscription_id", "period_start", "timing"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    subscription_id: Mapped[str] = mapped_column(String(40), ForeignKey("subscriptions.id"))
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    timing: Mapped[str] = mapped_column(String(10))
+    invoice_id: Mapped[str] = mapped_column(String(40), ForeignKey("invoices.id"))
+
+
+class CreditNote(Base):
+    __tablename__ = "credit_notes"
+    __table_args__ = (UniqueConstraint("organization_id", "number"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    invoice_id: Mapped[str] = mapped_column(String(40), ForeignKey("invoices.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    number: Mapped[str] = mapped_column(String(60))
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(Text)
+    settlement: Mapped[str] = mapped_column(String(20))  # reduce_amount_due | customer_credit
+    issue_date: Mapped[date] = mapped_column(Date)
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger)
+    tax_minor: Mapped[int] = mapped_column(BigInteger)
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class CreditNoteLine(Base):
+    __tablename__ = "credit_note_lines"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    credit_note_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("credit_notes.id"), index=True
+    )
+    invoice_line_id: Mapped[str] = mapped_column(String(40), ForeignKey("invoice_lines.id"))
+    description: Mapped[str] = mapped_column(String(500))
+    quantity: Mapped[Decimal]
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger)
+    tax_minor: Mapped[int] = mapped_column(BigInteger)
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    taxes: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class DebitNote(Base):
+    __tablename__ = "debit_notes"
+    __table_args__ = (UniqueConstraint("organization_id", "number"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    invoice_id: Mapped[str] = mapped_column(String(40), ForeignKey("invoices.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    number: Mapped[str] = mapped_column(String(60))
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(Text)
+    issue_date: Mapped[date] = mapped_column(Date)
+    due_date: Mapped[date] = mapped_column(Date)
+    lines: Mapped[list[Any]] = mapped_column(default=list)
+    subtotal_minor: Mapped[int] = mapped_column(BigInteger)
+    tax_minor: Mapped[int] = mapped_column(BigInteger)
+    total_minor: Mapped[int] = mapped_column(BigInteger)
+    created_by: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class CustomerCreditEntry(Base):
+    """Movements of a customer's credit balance (from credit notes, used on later invoices)."""
+
+    __tablename__ = "customer_credit_entries"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"), index=True)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    source: Mapped[str] = mapped_column(String(30))
+    source_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    actor: Mapped[str | None] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(60))
+    entity: Mapped[str] = mapped_column(String(40))
+    entity_id: Mapped[str] = mapped_column(String(40), index=True)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime]
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_records"
+    __table_args__ = (UniqueConstraint("organization_id", "key"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    key: Mapped[str] = mapped_column(String(255))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response_body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
