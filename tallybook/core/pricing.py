@@ -187,7 +187,7 @@ class PriceTerms:
             raise PricingError("min_per_transaction: must not exceed max_per_transaction")
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form for storage: Decimals as plain strings, fields at their default omitted."""
+        """JSON-safe form for storage: Decimals as plain strings, defaults left out."""
         data: dict[str, Any] = {"model": PricingModel(self.model).value}
         for spec in fields(self):
             value = getattr(self, spec.name)
@@ -322,9 +322,10 @@ def rate(terms: PriceTerms, quantity: Decimal, transactions: Sequence[Decimal] =
     `free_amount` in order, and the percent applies to what is left of each value. Every
     transaction after the free ones pays percent + fixed fee, clamped to [min, max] where set
     (a value wholly covered by the free amount still pays the fixed fee and the minimum).
-    `quantity` must then be 0 or the transactions' sum. With no transactions, `quantity` is
-    one aggregate value: only the percent and the free amount apply, because the fixed fee,
-    min/max and free transactions are per transaction and the count is unknown.
+    The transactions then decide everything: `quantity` is not used and the rating's quantity
+    is their total value. With no transactions, `quantity` is one aggregate value: only the
+    percent and the free amount apply, because the fixed fee, min/max and free transactions
+    are per transaction and the count is unknown.
     """
     terms.validate()
     qty = _parse(quantity, "quantity")
@@ -346,9 +347,7 @@ def rate(terms: PriceTerms, quantity: Decimal, transactions: Sequence[Decimal] =
         if terms.model is PricingModel.FLAT:
             return Rating(PricingModel.FLAT, qty, terms.amount)
         if terms.model is PricingModel.PER_UNIT:
-            return Rating(
-                PricingModel.PER_UNIT, qty, qty * terms.amount, unit_price=terms.amount
-            )
+            return Rating(PricingModel.PER_UNIT, qty, qty * terms.amount, unit_price=terms.amount)
         if terms.model is PricingModel.PACKAGE:
             return _rate_package(terms, qty)
         if terms.model is PricingModel.GRADUATED:
@@ -437,6 +436,7 @@ def _rate_volume(terms: PriceTerms, qty: Decimal) -> Rating:
 
 
 def _rate_percentage(terms: PriceTerms, qty: Decimal, values: list[Decimal]) -> Rating:
+    # Usage records may carry a count or anything else as quantity; the values are what's priced.
     if not values:
         chargeable = max(qty - terms.free_amount, ZERO)
         return Rating(
@@ -447,10 +447,6 @@ def _rate_percentage(terms: PriceTerms, qty: Decimal, values: list[Decimal]) -> 
             chargeable_value=chargeable,
         )
     total_value = sum(values, ZERO)
-    if qty != 0 and qty != total_value:
-        raise PricingError(
-            f"quantity: must be 0 or the sum of the transactions ({_text(total_value)})"
-        )
     free_left = terms.free_amount
     amount = chargeable_total = fixed_fees = adjustment = ZERO
     for value in values[terms.free_transactions :]:
@@ -509,9 +505,7 @@ def _validate_tiers(tiers: tuple[Tier, ...], model: PricingModel) -> None:
         if tier.up_to <= previous:
             if index == 0:
                 raise PricingError(f"{name}.up_to: must be greater than 0")
-            raise PricingError(
-                f"{name}.up_to: must be greater than the previous tier's up_to"
-            )
+            raise PricingError(f"{name}.up_to: must be greater than the previous tier's up_to")
         previous = tier.up_to
 
 
@@ -577,9 +571,8 @@ def _units(value: Decimal | None) -> str:
 
 
 def _count(value: Decimal | int | None, noun: str) -> str:
-    return f"{_text(Decimal(value)) if value is not None else '?'} {noun}" + (
-        "" if value == 1 else "s"
-    )
+    shown = "?" if value is None else _text(Decimal(value))
+    return f"{shown} {noun}{'' if value == 1 else 's'}"
 
 
 def _tier_range(first_unit: Decimal, last_unit: Decimal | None) -> str:

@@ -12,7 +12,6 @@ from decimal import Decimal
 from enum import StrEnum
 
 from tallybook.core.money import (
-    MoneyError,
     RoundingMode,
     allocate,
     currency_exponent,
@@ -102,7 +101,10 @@ class LineTax:
 
 @dataclass(frozen=True)
 class LineTotals:
-    """A line's result; total == subtotal - discount + tax. Inclusive prices are reported net."""
+    """A line's result; total == subtotal - discount + tax.
+
+    With tax-inclusive prices, subtotal, discount and the discount shares are the net parts.
+    """
 
     key: str
     subtotal_minor: int
@@ -205,19 +207,19 @@ def _prepare_lines(
         if line.key in keys:
             raise ValueError(f"lines[{i}].key: {line.key!r} is used by an earlier line")
         keys.add(line.key)
-        amount = _decimal(line.amount, f"lines[{i}].amount")
+        amount = parse_decimal(line.amount, f"lines[{i}].amount")
         rates = []
         seen: set[str] = set()
         for j, rate in enumerate(line.taxes):
             field = f"lines[{i}].taxes[{j}]"
-            percent = _decimal(rate.percent, f"{field}.percent")
+            percent = parse_decimal(rate.percent, f"{field}.percent")
             if percent < 0:
                 raise ValueError(f"{field}.percent: {percent} must not be negative")
             if rate.code in seen:
                 raise ValueError(f"{field}.code: {rate.code} appears twice on line {line.key}")
             seen.add(rate.code)
             earlier = known.setdefault(rate.code, rate)
-            if _decimal(earlier.percent, field) != percent or earlier.name != rate.name:
+            if parse_decimal(earlier.percent, field) != percent or earlier.name != rate.name:
                 # The summary has one row per code, so a code must mean one rate.
                 raise ValueError(
                     f"{field}.code: {rate.code} is {rate.name} {percent} % here "
@@ -232,13 +234,6 @@ def _prepare_lines(
             )
         )
     return prepared
-
-
-def _decimal(value: object, field: str) -> Decimal:
-    try:
-        return parse_decimal(value, field)
-    except MoneyError as exc:
-        raise ValueError(str(exc)) from None
 
 
 def _apply_discounts(
@@ -260,7 +255,7 @@ def _apply_discounts(
             kind = DiscountKind(discount.kind)
         except ValueError:
             raise ValueError(f"{field}.kind: {discount.kind!r} is not percent or fixed") from None
-        value = _decimal(discount.value, f"{field}.value")
+        value = parse_decimal(discount.value, f"{field}.value")
         if value < 0:
             raise ValueError(f"{field}.value: {value} must not be negative")
         if kind is DiscountKind.PERCENT and value > _HUNDRED:
@@ -383,6 +378,11 @@ def _inclusive(
             # The net part of the discount: what the discount took off the net price.
             before = _net_of(line.amount_minor, line.percent_sum, currency, rounding)
             discount = before - _net_of(gross[i], line.percent_sum, currency, rounding)
+        # Report each discount's net part, so the shares add up to the net discount.
+        net_shares = allocate(discount, [share for _, share in shares[i]])
+        line_shares = tuple(
+            (key, share) for (key, _), share in zip(shares[i], net_shares, strict=True) if share
+        )
         if line.rates:
             split = allocate(tax_of_line[i], [rate.percent for rate in line.rates])
         else:
@@ -396,7 +396,7 @@ def _inclusive(
                 key=line.key,
                 subtotal_minor=net + discount,
                 discount_minor=discount,
-                discounts=tuple(shares[i]),
+                discounts=line_shares,
                 taxable_minor=net,
                 taxes=line_taxes,
                 tax_minor=tax_of_line[i],

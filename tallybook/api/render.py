@@ -1,0 +1,109 @@
+"""Rows to JSON for the API and the CLI's --json output. Money as minor units and as text."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from tallybook.core.money import from_minor
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def money(minor: int, currency: str) -> str:
+    return format(from_minor(minor, currency), "f")
+
+
+def row(obj: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+    return {name: _value(getattr(obj, name)) for name in fields}
+
+
+def with_amounts(data: dict[str, Any], currency: str) -> dict[str, Any]:
+    """Add 'total': '12.34' next to every 'total_minor': 1234."""
+    for key in list(data):
+        if key.endswith("_minor") and isinstance(data[key], int):
+            data[key[: -len("_minor")]] = money(data[key], currency)
+    return data
+
+
+CUSTOMER = ("id", "external_id", "legal_name", "emails", "address_line1", "address_line2", "city",
+            "postal_code", "region", "country", "currency", "timezone", "language",
+            "payment_terms_days", "tax_ids", "tax_exempt", "reverse_charge", "po_required",
+            "credit_balance_minor", "archived_at", "created_at")
+PRODUCT = ("id", "code", "name", "description", "tax_category", "unit_label", "created_at")
+PRICE = ("id", "code", "version", "product_id", "currency", "kind", "interval_unit",
+         "interval_count", "timing", "terms", "effective_from", "created_at")
+PLAN = ("id", "code", "name", "currency", "interval_unit", "interval_count", "price_codes",
+        "trial_days", "created_at")
+TAX_RATE = ("id", "code", "name", "jurisdiction", "tax_category", "percent", "active")
+COUPON = ("id", "code", "name", "kind", "value", "currency", "duration", "duration_periods",
+          "product_codes")
+SUBSCRIPTION = ("id", "customer_id", "plan_id", "quantity", "status", "start_at", "end_at",
+                "trial_end_at", "anchor", "anchor_date", "cancel_at_period_end", "canceled_at",
+                "auto_renew", "renewal_term_months", "next_billing_at", "created_at")
+CHANGE = ("id", "subscription_id", "kind", "effective_at", "plan_id", "quantity", "note",
+          "created_at")
+INVOICE = ("id", "number", "customer_id", "status", "approval_status", "approved_by", "currency",
+           "billing_date", "issue_date", "due_date", "po_number", "notes", "discounts",
+           "customer_snapshot", "tax_treatment", "legal_note", "subtotal_minor",
+           "discount_minor", "tax_minor", "total_minor", "credit_applied_minor",
+           "credited_minor", "debited_minor", "paid_minor", "amount_due_minor", "created_at",
+           "issued_at", "voided_at", "void_reason")
+LINE = ("id", "position", "kind", "description", "product_id", "price_id", "subscription_id",
+        "charge_id", "period_start", "period_end", "service_from", "service_to", "quantity",
+        "unit_price", "amount", "subtotal_minor", "discount_minor", "tax_minor", "total_minor",
+        "taxes")
+CREDIT_NOTE = ("id", "number", "invoice_id", "customer_id", "currency", "reason", "settlement",
+               "issue_date", "subtotal_minor", "tax_minor", "total_minor", "created_at")
+CREDIT_NOTE_LINE = ("id", "invoice_line_id", "description", "quantity", "subtotal_minor",
+                    "tax_minor", "total_minor", "taxes")
+DEBIT_NOTE = ("id", "number", "invoice_id", "customer_id", "currency", "reason", "issue_date",
+              "due_date", "lines", "subtotal_minor", "tax_minor", "total_minor", "created_at")
+CONTRACT = ("id", "customer_id", "reference", "name", "currency", "start_date", "end_date")
+MILESTONE = ("id", "contract_id", "name", "product_id", "amount", "completed_at", "charge_id")
+CHARGE = ("id", "customer_id", "contract_id", "kind", "description", "product_id", "currency",
+          "quantity", "unit_price", "service_date", "billable_at", "invoice_id")
+ORGANIZATION = ("id", "name", "default_currency", "timezone", "country", "proration_policy",
+                "downgrade_credit", "rounding_mode", "tax_rounding", "prices_include_tax",
+                "approval_thresholds", "invoice_number_pattern", "credit_note_number_pattern",
+                "debit_note_number_pattern", "created_at")
+
+
+def customer(c: Any) -> dict[str, Any]:
+    return with_amounts(row(c, CUSTOMER), c.currency)
+
+
+def invoice(i: Any, lines: list[Any] | None = None) -> dict[str, Any]:
+    data = with_amounts(row(i, INVOICE), i.currency)
+    data["tax_summary"] = [with_amounts(dict(t), i.currency) for t in i.tax_summary]
+    if lines is not None:
+        data["lines"] = [line(x, i.currency) for x in lines]
+    return data
+
+
+def line(x: Any, currency: str) -> dict[str, Any]:
+    return with_amounts(row(x, LINE), currency)
+
+
+def credit_note(n: Any, lines: list[Any] | None = None) -> dict[str, Any]:
+    data = with_amounts(row(n, CREDIT_NOTE), n.currency)
+    if lines is not None:
+        data["lines"] = [with_amounts(row(x, CREDIT_NOTE_LINE), n.currency) for x in lines]
+    return data
+
+
+def debit_note(n: Any) -> dict[str, Any]:
+    data = with_amounts(row(n, DEBIT_NOTE), n.currency)
+    data["lines"] = [with_amounts(dict(x), n.currency) for x in n.lines]
+    return data
+
+
+def charge(c: Any) -> dict[str, Any]:
+    return row(c, CHARGE)

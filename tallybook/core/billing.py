@@ -1,0 +1,514 @@
+"""What a subscription owes at a billing date: advance charges, arrears, usage and adjustments.
+
+Pure: the caller loads the catalog, the subscription's history, usage totals and what was already
+billed; this module returns draft lines, each with the structured explanation of its amount.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from tallybook.core.coverage import Coverage, difference
+from tallybook.core.periods import BillingPeriod, Interval, period_at, period_containing
+from tallybook.core.pricing import PriceTerms, PricingModel, Rating, commitment_true_up, rate
+from tallybook.core.proration import ProrationPolicy, prorate
+from tallybook.core.timeline import Change, Segment, billable_segments, end_of_life
+
+RECURRING = "recurring"
+USAGE = "usage"
+IN_ADVANCE = "in_advance"
+IN_ARREARS = "in_arrears"
+
+
+@dataclass(frozen=True)
+class PriceVersion:
+    id: str
+    code: str
+    version: int
+    product_id: str
+    product_name: str
+    kind: str  # recurring | usage
+    timing: str  # in_advance | in_arrears
+    terms: PriceTerms
+    effective_from: datetime
+    unit_label: str | None = None
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    id: str
+    code: str
+    name: str
+    price_codes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Price versions by code (oldest first) and plans by id, as loaded for one billing run."""
+
+    prices: Mapping[str, tuple[PriceVersion, ...]]
+    plans: Mapping[str, PlanInfo]
+    by_id: Mapping[str, PriceVersion] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, prices: Sequence[PriceVersion], plans: Sequence[PlanInfo]) -> Catalog:
+        grouped: dict[str, list[PriceVersion]] = {}
+        for price in prices:
+            grouped.setdefault(price.code, []).append(price)
+        return cls(
+            prices={
+                code: tuple(sorted(versions, key=lambda p: (p.effective_from, p.version)))
+                for code, versions in grouped.items()
+            },
+            plans={plan.id: plan for plan in plans},
+            by_id={price.id: price for price in prices},
+        )
+
+    def price_at(self, code: str, instant: datetime) -> PriceVersion:
+        """The version in force at `instant`; before the first version, the first one."""
+        versions = self.prices[code]
+        chosen = versions[0]
+        for version in versions:
+            if version.effective_from <= instant:
+                chosen = version
+        return chosen
+
+
+@dataclass(frozen=True)
+class UsageTotals:
+    quantity: Decimal
+    transactions: tuple[Decimal, ...] = ()
+    records: int = 0
+
+
+@dataclass(frozen=True)
+class SubscriptionContext:
+    id: str
+    plan_names: Mapping[str, str]
+    interval: Interval
+    timezone: str
+    currency: str
+    policy: ProrationPolicy
+
+
+@dataclass(frozen=True)
+class DraftLine:
+    kind: str  # subscription | usage | commitment_true_up | adjustment | one_off | milestone | ...
+    description: str
+    amount: Decimal  # exact, unrounded
+    quantity: Decimal
+    unit_price: Decimal | None
+    product_id: str | None
+    price_id: str | None = None
+    subscription_id: str | None = None
+    charge_id: str | None = None
+    period_start: datetime | None = None
+    period_end: datetime | None = None
+    service_from: datetime | None = None
+    service_to: datetime | None = None
+    coverage_weight: int = 0
+    explanation: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _iso(value: datetime | date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _rated_quantity(price: PriceVersion, seats: Decimal) -> Decimal:
+    # A flat fee is per subscription, not per seat.
+    return Decimal(1) if price.terms.model is PricingModel.FLAT else seats
+
+
+def _unit_price(price: PriceVersion, rating: Rating) -> Decimal | None:
+    if price.terms.model in (PricingModel.PER_UNIT, PricingModel.FLAT):
+        return price.terms.amount
+    return None
+
+
+def _price_explanation(price: PriceVersion, rating: Rating, currency: str) -> dict[str, Any]:
+    return {
+        "price": {
+            "id": price.id,
+            "code": price.code,
+            "version": price.version,
+            "model": price.terms.model.value,
+            "product": price.product_name,
+            "timing": price.timing,
+        },
+        "rating": {
+            "amount": str(rating.amount),
+            "summary": rating.describe(currency),
+            "tiers": [
+                {
+                    "tier": t.tier,
+                    "first_unit": str(t.first_unit),
+                    "last_unit": None if t.last_unit is None else str(t.last_unit),
+                    "units": str(t.units),
+                    "unit_price": str(t.unit_price),
+                    "flat_fee": str(t.flat_fee),
+                    "amount": str(t.amount),
+                }
+                for t in rating.tiers
+            ],
+            "packages": None if rating.packages is None else str(rating.packages),
+            "transactions": rating.transactions,
+        },
+    }
+
+
+def entitled_coverage(
+    segments: Sequence[Segment],
+    catalog: Catalog,
+    period: BillingPeriod,
+    timing: str,
+) -> list[Coverage]:
+    """The recurring service a subscription is entitled to in `period`, for prices of `timing`."""
+    result: list[Coverage] = []
+    for segment in segments:
+        window = segment.overlap(period.start, period.end)
+        if window is None:
+            continue
+        plan = catalog.plans[segment.plan_id]
+        for code in plan.price_codes:
+            price = catalog.price_at(code, period.start)
+            if price.kind != RECURRING or price.timing != timing:
+                continue
+            quantity = _rated_quantity(price, segment.quantity)
+            result.append(Coverage(price.id, quantity, window[0], window[1], 1))
+    return result
+
+
+def coverage_lines(
+    context: SubscriptionContext,
+    items: Sequence[Coverage],
+    catalog: Catalog,
+    period: BillingPeriod,
+    *,
+    adjustment: bool = False,
+) -> list[DraftLine]:
+    """Price each coverage window, prorated when it is less than the whole period."""
+    lines: list[DraftLine] = []
+    for item in items:
+        price = catalog.by_id[item.price_id]
+        rating = rate(price.terms, item.quantity)
+        fraction = prorate(period, item.start, item.end, context.policy, context.interval)
+        amount = rating.amount if fraction.is_full else fraction.apply(rating.amount)
+        amount = amount * item.weight
+        plan_name = next(
+            (
+                context.plan_names[plan.id]
+                for plan in catalog.plans.values()
+                if price.code in plan.price_codes and plan.id in context.plan_names
+            ),
+            price.product_name,
+        )
+        what = price.product_name
+        if adjustment:
+            verb = "Unused time on" if item.weight < 0 else "Remaining time on"
+            description = (
+                f"{verb} {what} ({_quantity_text(item.quantity)}) "
+                f"{_short(fraction.used_from, context.timezone)} to "
+                f"{_short_end(fraction.used_to, context.timezone)}"
+                f", adjusting {period.label()}"
+            )
+        else:
+            description = f"{what} ({_quantity_text(item.quantity)}), {period.label()}"
+            if not fraction.is_full:
+                description += " (prorated)"
+        explanation = {
+            "source": "adjustment" if adjustment else "subscription",
+            "subscription_id": context.id,
+            "plan": plan_name,
+            "quantity": {"value": str(item.quantity), "source": _seat_source(price)},
+            **_price_explanation(price, rating, context.currency),
+            "period": {
+                "start": _iso(period.start),
+                "end": _iso(period.end),
+                "label": period.label(),
+                "interval": context.interval.label(),
+            },
+            "proration": None
+            if fraction.is_full
+            else {
+                "numerator": fraction.numerator,
+                "denominator": fraction.denominator,
+                "unit": fraction.unit,
+                "policy": fraction.policy.value,
+                "from": _iso(fraction.used_from),
+                "to": _iso(fraction.used_to),
+                "description": fraction.describe(),
+            },
+            "weight": item.weight,
+            "exact_amount": str(amount),
+        }
+        lines.append(
+            DraftLine(
+                kind="adjustment" if adjustment else "subscription",
+                description=description,
+                amount=amount,
+                quantity=item.quantity,
+                unit_price=_unit_price(price, rating),
+                product_id=price.product_id,
+                price_id=price.id,
+                subscription_id=context.id,
+                period_start=period.start,
+                period_end=period.end,
+                service_from=item.start,
+                service_to=item.end,
+                coverage_weight=item.weight,
+                explanation=explanation,
+            )
+        )
+    return lines
+
+
+def recurring_lines(
+    context: SubscriptionContext,
+    segments: Sequence[Segment],
+    catalog: Catalog,
+    period: BillingPeriod,
+    timing: str,
+) -> list[DraftLine]:
+    items = entitled_coverage(segments, catalog, period, timing)
+    return coverage_lines(context, items, catalog, period)
+
+
+def adjustment_lines(
+    context: SubscriptionContext,
+    segments: Sequence[Segment],
+    catalog: Catalog,
+    period: BillingPeriod,
+    timing: str,
+    billed: Sequence[Coverage],
+) -> list[DraftLine]:
+    """Re-rate an already billed period: credit what is no longer owed, charge what is new."""
+    entitled = entitled_coverage(segments, catalog, period, timing)
+    return coverage_lines(
+        context, difference(entitled, billed), catalog, period, adjustment=True
+    )
+
+
+def usage_lines(
+    context: SubscriptionContext,
+    segments: Sequence[Segment],
+    catalog: Catalog,
+    period: BillingPeriod,
+    usage: Mapping[str, UsageTotals],
+) -> list[DraftLine]:
+    """Metered prices of the plans active in `period`, rated on the period's usage, in arrears."""
+    codes: list[str] = []
+    for segment in segments:
+        if segment.overlap(period.start, period.end) is None:
+            continue
+        for code in catalog.plans[segment.plan_id].price_codes:
+            if code not in codes and catalog.price_at(code, period.start).kind == USAGE:
+                codes.append(code)
+    lines: list[DraftLine] = []
+    for code in codes:
+        price = catalog.price_at(code, period.start)
+        totals = usage.get(code, UsageTotals(Decimal(0)))
+        rating = rate(price.terms, totals.quantity, totals.transactions)
+        base = {
+            "source": "usage",
+            "subscription_id": context.id,
+            "quantity": {
+                "value": str(totals.quantity),
+                "source": f"usage: {totals.records} records reported in the period",
+                "records": totals.records,
+            },
+            **_price_explanation(price, rating, context.currency),
+            "period": {
+                "start": _iso(period.start),
+                "end": _iso(period.end),
+                "label": period.label(),
+                "interval": context.interval.label(),
+            },
+            "proration": None,
+            "weight": 0,
+            "exact_amount": str(rating.amount),
+        }
+        unit = price.unit_label or "units"
+        lines.append(
+            DraftLine(
+                kind="usage",
+                description=f"{price.product_name}: {_number(totals.quantity)} {unit}, "
+                f"{period.label()}",
+                amount=rating.amount,
+                quantity=totals.quantity,
+                unit_price=_unit_price(price, rating),
+                product_id=price.product_id,
+                price_id=price.id,
+                subscription_id=context.id,
+                period_start=period.start,
+                period_end=period.end,
+                explanation=base,
+            )
+        )
+        shortfall = commitment_true_up(price.terms, rating.amount)
+        if shortfall > 0:
+            lines.append(
+                DraftLine(
+                    kind="commitment_true_up",
+                    description=f"{price.product_name}: minimum commitment true-up, "
+                    f"{period.label()}",
+                    amount=shortfall,
+                    quantity=Decimal(1),
+                    unit_price=shortfall,
+                    product_id=price.product_id,
+                    price_id=price.id,
+                    subscription_id=context.id,
+                    period_start=period.start,
+                    period_end=period.end,
+                    explanation={
+                        **base,
+                        "source": "commitment_true_up",
+                        "commitment": {
+                            "minimum": str(price.terms.minimum_commitment),
+                            "usage_amount": str(rating.amount),
+                            "shortfall": str(shortfall),
+                        },
+                        "exact_amount": str(shortfall),
+                    },
+                )
+            )
+    return lines
+
+
+def _seat_source(price: PriceVersion) -> str:
+    if price.terms.model is PricingModel.FLAT:
+        return "flat fee per subscription"
+    return "seats on the subscription"
+
+
+def _number(value: Decimal) -> str:
+    text = format(value.normalize(), "f") if value == value.to_integral() else format(value, "f")
+    return text
+
+
+def _quantity_text(quantity: Decimal) -> str:
+    return f"x {_number(quantity)}"
+
+
+def _short(instant: datetime, timezone: str) -> str:
+    from tallybook.core.periods import local_date
+
+    return local_date(instant, timezone).isoformat()
+
+
+def _short_end(instant: datetime, timezone: str) -> str:
+    """Windows end exclusive; people read the last day that was included."""
+    from datetime import timedelta
+
+    from tallybook.core.periods import local_date
+
+    return (local_date(instant, timezone) - timedelta(days=1)).isoformat()
+
+
+# -- one subscription at one billing run -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SubscriptionState:
+    """What the billing run knows about a subscription when it reaches it."""
+
+    id: str
+    anchor_date: date
+    changes: tuple[Change, ...]
+    trial_end: datetime | None
+    next_billing_at: datetime
+    rerate_from: datetime | None
+
+
+@dataclass(frozen=True)
+class PeriodGuard:
+    period_start: datetime
+    period_end: datetime
+    timing: str
+
+
+@dataclass(frozen=True)
+class SubscriptionBill:
+    """The lines a subscription contributes to its customer's invoice for one billing date."""
+
+    billing_at: datetime
+    lines: tuple[DraftLine, ...]
+    guards: tuple[PeriodGuard, ...]
+
+
+@dataclass(frozen=True)
+class SubscriptionOutcome:
+    bills: tuple[SubscriptionBill, ...]
+    next_billing_at: datetime
+    ended: bool
+
+
+def bill_subscription(
+    context: SubscriptionContext,
+    state: SubscriptionState,
+    catalog: Catalog,
+    as_of: datetime,
+    billed: Mapping[tuple[datetime, str], Sequence[Coverage]],
+    usage_for: Callable[[BillingPeriod], Mapping[str, UsageTotals]],
+) -> SubscriptionOutcome:
+    """Everything due for one subscription from its cursor up to `as_of`.
+
+    At each billing date (a period start, or the first billable instant): re-rate periods that
+    were billed before a later change (once), bill the previous period's arrears and usage,
+    and bill the new period in advance. `billed` holds coverage already invoiced, keyed by
+    (period start, timing).
+    """
+    segments = billable_segments(state.changes, state.trial_end)
+    end = end_of_life(state.changes)
+    first_start = segments[0].start if segments else None
+    bills: list[SubscriptionBill] = []
+    cursor = state.next_billing_at
+    rerate_from = state.rerate_from
+    ended = False
+    while cursor <= as_of:
+        period = period_containing(state.anchor_date, context.interval, cursor, context.timezone)
+        lines: list[DraftLine] = []
+        guards: list[PeriodGuard] = []
+        if rerate_from is not None:
+            for (period_start, timing), coverage in sorted(billed.items()):
+                if period_start >= cursor:
+                    continue
+                billed_period = period_containing(
+                    state.anchor_date, context.interval, period_start, context.timezone
+                )
+                if billed_period.end <= rerate_from:
+                    continue
+                lines += adjustment_lines(
+                    context, segments, catalog, billed_period, timing, coverage
+                )
+            rerate_from = None
+        if cursor == period.start and first_start is not None and first_start < period.start:
+            previous = period_at(
+                state.anchor_date, context.interval, period.index - 1, context.timezone
+            )
+            if _active_in(segments, previous) and (previous.start, IN_ARREARS) not in billed:
+                arrears = recurring_lines(context, segments, catalog, previous, IN_ARREARS)
+                arrears += usage_lines(context, segments, catalog, previous, usage_for(previous))
+                if arrears:
+                    lines += arrears
+                    guards.append(PeriodGuard(previous.start, previous.end, IN_ARREARS))
+        if _active_in(segments, period) and (period.start, IN_ADVANCE) not in billed:
+            advance = recurring_lines(context, segments, catalog, period, IN_ADVANCE)
+            if advance:
+                lines += advance
+                guards.append(PeriodGuard(period.start, period.end, IN_ADVANCE))
+        if lines:
+            bills.append(SubscriptionBill(cursor, tuple(lines), tuple(guards)))
+        if not segments or (end is not None and period.start >= end):
+            ended = True
+            cursor = period.end
+            break
+        cursor = period.end
+    return SubscriptionOutcome(tuple(bills), cursor, ended)
+
+
+def _active_in(segments: Sequence[Segment], period: BillingPeriod) -> bool:
+    return any(s.overlap(period.start, period.end) is not None for s in segments)

@@ -1,0 +1,1 @@
+"""Use cases. One function per use case; each owns its transaction and writes its audit event."""

@@ -1,0 +1,428 @@
+"""The invoice lifecycle: edit and approve drafts, issue with a gapless number, void, explain."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from tallybook.core.explain import explain_line
+from tallybook.core.numbering import format_number, series_scope
+from tallybook.core.periods import local_date
+from tallybook.db.models import (
+    Customer,
+    CustomerCreditEntry,
+    Invoice,
+    InvoiceLine,
+    NumberSeries,
+    Organization,
+    Product,
+    TaxRate,
+    new_id,
+)
+from tallybook.services.base import (
+    MANAGERS,
+    WRITERS,
+    Actor,
+    Conflict,
+    Database,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Role,
+    audit,
+    get_owned,
+    utcnow,
+)
+from tallybook.services.billing import _approval_status
+from tallybook.services.catalog import _decimal
+from tallybook.services.customers import billing_snapshot
+from tallybook.services.rating import (
+    TaxTable,
+    line_explanation_tail,
+    rate_invoice,
+    taxes_from_json,
+    taxes_to_json,
+    treatment_of,
+)
+
+ISSUED_STATES = ("issued", "partially_paid", "paid", "uncollectible")
+
+
+def _draft(session: Session, actor: Actor, invoice_id: str) -> Invoice:
+    invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
+    if invoice.status != "draft":
+        raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; an issued "
+                       "invoice cannot be changed: issue a credit note or a debit note instead")
+    return invoice
+
+
+def _rerate(session: Session, org: Organization, invoice: Invoice, customer: Customer) -> None:
+    """Recompute a draft's totals after an edit, keeping each line's own explanation."""
+    lines = list(session.scalars(select(InvoiceLine).where(
+        InvoiceLine.invoice_id == invoice.id).order_by(InvoiceLine.position)))
+    totals = rate_invoice(
+        org, invoice.currency, treatment_of(customer),
+        [(line.id, line.amount, taxes_from_json(line.taxes), line.product_id) for line in lines],
+        invoice.discounts,
+    )
+    names = {d["key"]: d.get("name", d["key"]) for d in invoice.discounts}
+    for line, line_totals in zip(lines, totals.lines, strict=True):
+        tail = line_explanation_tail(org, line_totals, line.amount, names, totals.legal_note)
+        line.subtotal_minor = line_totals.subtotal_minor
+        line.discount_minor = line_totals.discount_minor
+        line.tax_minor = line_totals.tax_minor
+        line.total_minor = line_totals.total_minor
+        line.explanation = {**line.explanation, **tail}
+    invoice.subtotal_minor = totals.subtotal_minor
+    invoice.discount_minor = totals.discount_minor
+    invoice.tax_minor = totals.tax_minor
+    invoice.total_minor = totals.total_minor
+    invoice.amount_due_minor = totals.total_minor
+    invoice.tax_treatment = totals.treatment.value
+    invoice.legal_note = totals.legal_note
+    invoice.tax_summary = [
+        {"code": t.code, "name": t.name, "percent": str(t.percent),
+         "taxable_minor": t.taxable_minor, "tax_minor": t.tax_minor}
+        for t in totals.tax_summary
+    ]
+    status = _approval_status(org, invoice.currency, invoice.total_minor)
+    # An edit after approval needs a fresh approval when the total is still above the limit.
+    invoice.approval_status = status
+
+
+def create_draft(db: Database, actor: Actor, customer_id: str,
+                 values: dict[str, Any] | None = None) -> Invoice:
+    """An empty manual draft for a customer, to which lines are added."""
+    actor.require(*WRITERS, action="create drafts")
+    values = values or {}
+    with db.transaction() as session:
+        customer = get_owned(session, Customer, customer_id, actor)
+        if customer.archived_at is not None:
+            raise Conflict("customer_id: the customer is archived", field="customer_id")
+        now = utcnow()
+        invoice = Invoice(
+            id=new_id("inv"), organization_id=actor.organization_id, customer_id=customer.id,
+            status="draft", currency=customer.currency,
+            billing_date=local_date(now, customer.timezone), po_number=values.get("po_number"),
+            notes=values.get("notes"), discounts=[], tax_summary=[], created_by=actor.key_id,
+            created_at=now, rating_context={},
+        )
+        session.add(invoice)
+        session.flush()
+        audit(session, actor, "invoice.draft_created", "invoice", invoice.id)
+    return invoice
+
+
+def add_line(db: Database, actor: Actor, invoice_id: str, values: dict[str, Any]) -> InvoiceLine:
+    """A manual line on a draft: description, quantity, unit price, optional product."""
+    actor.require(*WRITERS, action="edit drafts")
+    if not values.get("description"):
+        raise InvalidInput("description: is required", field="description")
+    quantity = _decimal(values.get("quantity", 1), "quantity")
+    unit_price = _decimal(values.get("unit_price"), "unit_price") if values.get(
+        "unit_price") is not None else None
+    if unit_price is None:
+        raise InvalidInput("unit_price: is required", field="unit_price")
+    with db.transaction() as session:
+        invoice = _draft(session, actor, invoice_id)
+        customer = session.get(Customer, invoice.customer_id)
+        org = session.get(Organization, actor.organization_id)
+        product = None
+        if values.get("product_id"):
+            product = get_owned(session, Product, values["product_id"], actor)
+        table = TaxTable.build(session.scalars(select(TaxRate).where(
+            TaxRate.organization_id == actor.organization_id)))
+        rates = table.for_customer(customer, product.tax_category if product else "standard")
+        position = session.scalar(select(func.coalesce(func.max(InvoiceLine.position), -1)).where(
+            InvoiceLine.invoice_id == invoice.id)) + 1
+        amount = quantity * unit_price
+        line = InvoiceLine(
+            id=new_id("line"), organization_id=actor.organization_id, invoice_id=invoice.id,
+            position=position, kind="manual", description=values["description"],
+            product_id=product.id if product else None, quantity=quantity,
+            unit_price=unit_price, amount=amount, subtotal_minor=0, total_minor=0,
+            taxes=taxes_to_json(rates), coverage_weight=0,
+            explanation={
+                "source": "manual",
+                "quantity": {"value": str(quantity), "source": "entered by hand on the draft"},
+                "charge": {"kind": "manual", "quantity": str(quantity),
+                           "unit_price": str(unit_price), "reference": values.get("reference")},
+                "exact_amount": str(amount),
+            },
+        )
+        session.add(line)
+        session.flush()
+        _rerate(session, org, invoice, customer)
+        audit(session, actor, "invoice.line_added", "invoice", invoice.id,
+              {"line": line.id, "description": line.description, "amount": str(amount)})
+    return line
+
+
+def remove_line(db: Database, actor: Actor, invoice_id: str, line_id: str) -> Invoice:
+    actor.require(*WRITERS, action="edit drafts")
+    with db.transaction() as session:
+        invoice = _draft(session, actor, invoice_id)
+        line = session.scalars(select(InvoiceLine).where(
+            InvoiceLine.id == line_id, InvoiceLine.invoice_id == invoice.id)).first()
+        if line is None:
+            raise NotFound(f"line {line_id} not found on invoice {invoice_id}")
+        if line.subscription_id is not None:
+            raise Conflict("line: subscription lines come from the billing run; change the "
+                           "subscription or void the draft instead")
+        if line.charge_id is not None:
+            from tallybook.db.models import Charge
+            session.execute(update(Charge).where(Charge.id == line.charge_id).values(
+                invoice_id=None))
+        session.delete(line)
+        session.flush()
+        _rerate(session, session.get(Organization, actor.organization_id), invoice,
+                session.get(Customer, invoice.customer_id))
+        audit(session, actor, "invoice.line_removed", "invoice", invoice.id, {"line": line_id})
+    return invoice
+
+
+def update_draft(db: Database, actor: Actor, invoice_id: str, values: dict[str, Any]) -> Invoice:
+    """Edit a draft's PO number, notes and discounts."""
+    actor.require(*WRITERS, action="edit drafts")
+    allowed = {"po_number", "notes", "discounts"}
+    unknown = set(values) - allowed
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidInput(f"{name}: cannot be edited on a draft", field=name)
+    with db.transaction() as session:
+        invoice = _draft(session, actor, invoice_id)
+        before = {k: getattr(invoice, k) for k in values}
+        if "discounts" in values:
+            invoice.discounts = _clean_discounts(session, actor, values["discounts"],
+                                                 invoice.currency)
+        for key in ("po_number", "notes"):
+            if key in values:
+                setattr(invoice, key, values[key])
+        _rerate(session, session.get(Organization, actor.organization_id), invoice,
+                session.get(Customer, invoice.customer_id))
+        audit(session, actor, "invoice.draft_updated", "invoice", invoice.id,
+              {"before": before, "after": values})
+    return invoice
+
+
+def _clean_discounts(session: Session, actor: Actor, discounts: Any,
+                     currency: str) -> list[dict[str, Any]]:
+    if not isinstance(discounts, list):
+        raise InvalidInput("discounts: must be a list", field="discounts")
+    clean = []
+    for index, entry in enumerate(discounts):
+        field = f"discounts[{index}]"
+        if not isinstance(entry, dict) or entry.get("kind") not in ("percent", "fixed"):
+            raise InvalidInput(f"{field}.kind: must be percent or fixed", field="discounts")
+        value = _decimal(entry.get("value"), f"{field}.value")
+        if value <= 0 or (entry["kind"] == "percent" and value > 100):
+            raise InvalidInput(f"{field}.value: out of range", field="discounts")
+        product_ids = entry.get("product_ids")
+        if product_ids is not None:
+            for pid in product_ids:
+                get_owned(session, Product, pid, actor)
+        clean.append({"key": entry.get("key") or f"manual-{index + 1}",
+                      "name": entry.get("name") or f"Discount {value}"
+                      + ("%" if entry["kind"] == "percent" else f" {currency}"),
+                      "kind": entry["kind"], "value": str(value), "product_ids": product_ids})
+    return clean
+
+
+def approve_invoice(db: Database, actor: Actor, invoice_id: str) -> Invoice:
+    actor.require(*MANAGERS, action="approve invoices")
+    with db.transaction() as session:
+        invoice = _draft(session, actor, invoice_id)
+        invoice.approval_status = "approved"
+        invoice.approved_by = actor.key_id
+        audit(session, actor, "invoice.approved", "invoice", invoice.id,
+              {"total_minor": invoice.total_minor})
+    return invoice
+
+
+def next_number(session: Session, organization_id: str, kind: str, pattern: str,
+                issue_date: date) -> str:
+    """Draw the next number of a gapless series inside the caller's transaction.
+
+    The series row is locked (FOR UPDATE) so concurrent issues queue; a rollback of the issuing
+    transaction rolls the counter back too, which is what keeps the series gapless.
+    """
+    scope = series_scope(pattern, issue_date)
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        session.execute(pg_insert(NumberSeries).values(
+            id=new_id("ser"), organization_id=organization_id, kind=kind, scope=scope,
+            last_value=0).on_conflict_do_nothing())
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        session.execute(sqlite_insert(NumberSeries).values(
+            id=new_id("ser"), organization_id=organization_id, kind=kind, scope=scope,
+            last_value=0).on_conflict_do_nothing())
+    row = session.scalars(select(NumberSeries).where(
+        NumberSeries.organization_id == organization_id, NumberSeries.kind == kind,
+        NumberSeries.scope == scope).with_for_update()).one()
+    row.last_value += 1
+    session.flush()
+    return format_number(pattern, issue_date, row.last_value)
+
+
+def issue_invoice(db: Database, actor: Actor, invoice_id: str, *,
+                  issue_date: date | None = None) -> Invoice:
+    """Freeze a draft: number, customer snapshot, due date; apply customer credit."""
+    actor.require(*WRITERS, action="issue invoices")
+    with db.transaction() as session:
+        invoice = _draft(session, actor, invoice_id)
+        org = session.get(Organization, actor.organization_id)
+        customer = session.get(Customer, invoice.customer_id, with_for_update=True)
+        count = session.scalar(select(func.count()).select_from(InvoiceLine).where(
+            InvoiceLine.invoice_id == invoice.id))
+        if not count:
+            raise Conflict("invoice has no lines; add a line before issuing")
+        if invoice.approval_status == "pending":
+            if actor.role not in MANAGERS:
+                raise Forbidden(
+                    f"invoice total is above the {invoice.currency} approval threshold "
+                    f"({org.approval_thresholds.get(invoice.currency)}); a billing manager must "
+                    "approve it before a clerk can issue it")
+        if customer.po_required and not invoice.po_number:
+            raise Conflict("po_number: this customer requires a purchase order number",
+                           field="po_number")
+        now = utcnow()
+        day = issue_date or local_date(now, customer.timezone)
+        invoice.number = next_number(session, org.id, "invoice", org.invoice_number_pattern, day)
+        invoice.status = "issued"
+        invoice.issue_date = day
+        invoice.due_date = day + timedelta(days=customer.payment_terms_days)
+        invoice.issued_at = now
+        invoice.customer_snapshot = billing_snapshot(customer)
+        if invoice.approval_status == "pending":
+            invoice.approval_status = "approved"
+            invoice.approved_by = actor.key_id
+        # Customer credit (from earlier credit notes) pays what it can of the new invoice.
+        usable = min(customer.credit_balance_minor, invoice.total_minor)
+        if usable > 0:
+            customer.credit_balance_minor -= usable
+            invoice.credit_applied_minor = usable
+            session.execute(insert(CustomerCreditEntry).values(
+                id=new_id("cce"), organization_id=org.id, customer_id=customer.id,
+                amount_minor=-usable, currency=invoice.currency, source="invoice",
+                source_id=invoice.id, created_at=now))
+        _refresh_amount_due(invoice)
+        audit(session, actor, "invoice.issued", "invoice", invoice.id,
+              {"number": invoice.number, "total_minor": invoice.total_minor,
+               "credit_applied_minor": invoice.credit_applied_minor})
+    return invoice
+
+
+def _refresh_amount_due(invoice: Invoice) -> None:
+    invoice.amount_due_minor = max(
+        invoice.total_minor + invoice.debited_minor - invoice.credit_applied_minor
+        - invoice.credited_minor - invoice.paid_minor,
+        0,
+    )
+    if invoice.status in ("issued", "partially_paid", "paid") and invoice.total_minor > 0:
+        if invoice.amount_due_minor == 0:
+            invoice.status = "paid"
+        elif invoice.paid_minor > 0:
+            invoice.status = "partially_paid"
+
+
+def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> Invoice:
+    """Void an issued invoice without payments (its number stays used) or discard a draft."""
+    actor.require(*MANAGERS, action="void invoices")
+    if not reason or not reason.strip():
+        raise InvalidInput("reason: say why the invoice is voided", field="reason")
+    with db.transaction() as session:
+        invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
+        if invoice.status == "void":
+            raise Conflict(f"invoice {invoice.number or invoice.id} is already void")
+        if invoice.paid_minor > 0:
+            raise Conflict("invoice has payments; refund or reverse them before voiding")
+        if invoice.credited_minor > 0:
+            raise Conflict("invoice has credit notes; it cannot be voided")
+        if invoice.credit_applied_minor:
+            customer = session.get(Customer, invoice.customer_id, with_for_update=True)
+            customer.credit_balance_minor += invoice.credit_applied_minor
+            session.add(CustomerCreditEntry(
+                id=new_id("cce"), organization_id=invoice.organization_id,
+                customer_id=customer.id, amount_minor=invoice.credit_applied_minor,
+                currency=invoice.currency, source="invoice_void", source_id=invoice.id,
+                created_at=utcnow()))
+            invoice.credit_applied_minor = 0
+        was = invoice.status
+        invoice.status = "void"
+        invoice.voided_at = utcnow()
+        invoice.void_reason = reason
+        invoice.amount_due_minor = 0
+        if was == "draft":
+            # A discarded draft releases its pending charges for the next run.
+            from tallybook.db.models import Charge
+            session.execute(update(Charge).where(Charge.invoice_id == invoice.id).values(
+                invoice_id=None))
+        audit(session, actor, "invoice.voided", "invoice", invoice.id,
+              {"reason": reason, "was": was, "number": invoice.number})
+    return invoice
+
+
+def mark_uncollectible(db: Database, actor: Actor, invoice_id: str, reason: str) -> Invoice:
+    actor.require(*MANAGERS, action="mark invoices uncollectible")
+    with db.transaction() as session:
+        invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
+        if invoice.status not in ("issued", "partially_paid"):
+            raise Conflict(f"only an open issued invoice can be uncollectible; this one is "
+                           f"{invoice.status}")
+        invoice.status = "uncollectible"
+        audit(session, actor, "invoice.uncollectible", "invoice", invoice.id, {"reason": reason})
+    return invoice
+
+
+def get_invoice(db: Database, actor: Actor, invoice_id_or_number: str
+                ) -> tuple[Invoice, list[InvoiceLine]]:
+    with db.reading() as session:
+        invoice = session.scalars(select(Invoice).where(
+            Invoice.organization_id == actor.organization_id,
+            (Invoice.id == invoice_id_or_number) | (Invoice.number == invoice_id_or_number),
+        )).first()
+        if invoice is None:
+            raise NotFound(f"invoice {invoice_id_or_number} not found")
+        lines = list(session.scalars(select(InvoiceLine).where(
+            InvoiceLine.invoice_id == invoice.id).order_by(InvoiceLine.position)))
+    return invoice, lines
+
+
+def list_invoices(db: Database, actor: Actor, *, status: str | None = None,
+                  customer_id: str | None = None, limit: int = 50,
+                  after: str | None = None) -> tuple[list[Invoice], str | None]:
+    with db.reading() as session:
+        query = select(Invoice).where(Invoice.organization_id == actor.organization_id)
+        if status:
+            query = query.where(Invoice.status == status)
+        if customer_id:
+            query = query.where(Invoice.customer_id == customer_id)
+        if after:
+            query = query.where(Invoice.id > after)
+        rows = list(session.scalars(query.order_by(Invoice.id).limit(limit + 1)))
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
+
+
+def explain_invoice_line(db: Database, actor: Actor, invoice_id: str,
+                         line_ref: str) -> tuple[InvoiceLine, str, str]:
+    """A line (by id or 1-based position) with its explanation sentence and currency."""
+    invoice, lines = get_invoice(db, actor, invoice_id)
+    for index, line in enumerate(lines, start=1):
+        if line.id == line_ref or str(index) == str(line_ref):
+            return line, explain_line(line.explanation, invoice.currency), invoice.currency
+    raise NotFound(f"line {line_ref} not found on invoice {invoice_id}")
+
+
+def role_can_issue(actor: Actor) -> bool:
+    return actor.role is not Role.VIEWER
+
+

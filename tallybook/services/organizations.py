@@ -1,0 +1,248 @@
+"""Organisations (tenants), their billing settings and their API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select
+
+from tallybook.core.money import MoneyError, currency_exponent, parse_decimal
+from tallybook.core.numbering import NumberPatternError, validate_pattern
+from tallybook.core.proration import ProrationPolicy
+from tallybook.db.models import ApiKey, Organization, new_id
+from tallybook.services.base import (
+    Actor,
+    Database,
+    InvalidInput,
+    NotFound,
+    Role,
+    Unauthorized,
+    audit,
+    utcnow,
+)
+
+SETTINGS_FIELDS = {
+    "name",
+    "timezone",
+    "proration_policy",
+    "downgrade_credit",
+    "rounding_mode",
+    "tax_rounding",
+    "prices_include_tax",
+    "approval_thresholds",
+    "invoice_number_pattern",
+    "credit_note_number_pattern",
+    "debit_note_number_pattern",
+    "country",
+}
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A new API key. The secret is shown once; only its hash is stored."""
+
+    id: str
+    organization_id: str
+    role: Role
+    secret: str
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def check_currency(code: str, field: str = "currency") -> str:
+    try:
+        currency_exponent(code)
+    except MoneyError as error:
+        raise InvalidInput(f"{field}: {error}", field=field) from None
+    return code.upper()
+
+
+def check_timezone(name: str, field: str = "timezone") -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"{field}: unknown time zone {name!r}", field=field) from None
+    return name
+
+
+def _validate_settings(values: dict[str, Any]) -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in SETTINGS_FIELDS:
+            raise InvalidInput(f"{key}: not an organisation setting", field=key)
+        if key == "timezone":
+            value = check_timezone(value)
+        elif key == "proration_policy":
+            if value not in {p.value for p in ProrationPolicy}:
+                raise InvalidInput(
+                    f"proration_policy: must be one of {', '.join(p.value for p in ProrationPolicy)}",
+                    field=key,
+                )
+        elif key == "downgrade_credit" and value not in ("immediate", "period_end"):
+            raise InvalidInput("downgrade_credit: must be immediate or period_end", field=key)
+        elif key == "rounding_mode" and value not in ("half_up", "half_even"):
+            raise InvalidInput("rounding_mode: must be half_up or half_even", field=key)
+        elif key == "tax_rounding" and value not in ("per_line", "per_invoice"):
+            raise InvalidInput("tax_rounding: must be per_line or per_invoice", field=key)
+        elif key == "prices_include_tax":
+            if not isinstance(value, bool):
+                raise InvalidInput("prices_include_tax: must be true or false", field=key)
+        elif key == "approval_thresholds":
+            if not isinstance(value, dict):
+                raise InvalidInput(
+                    "approval_thresholds: must map currency codes to amounts", field=key
+                )
+            thresholds = {}
+            for currency, amount in value.items():
+                code = check_currency(currency, f"approval_thresholds.{currency}")
+                try:
+                    parsed = parse_decimal(amount, f"approval_thresholds.{currency}")
+                except MoneyError as error:
+                    raise InvalidInput(str(error), field=key) from None
+                if parsed < 0:
+                    raise InvalidInput(
+                        f"approval_thresholds.{currency}: must not be negative", field=key
+                    )
+                thresholds[code] = str(parsed)
+            value = thresholds
+        elif key.endswith("_number_pattern"):
+            try:
+                validate_pattern(value, key)
+            except NumberPatternError as error:
+                raise InvalidInput(str(error), field=key) from None
+        elif key == "name" and not str(value).strip():
+            raise InvalidInput("name: must not be empty", field=key)
+        clean[key] = value
+    return clean
+
+
+def create_organization(
+    db: Database, name: str, default_currency: str, *, timezone: str = "UTC",
+    settings: dict[str, Any] | None = None,
+) -> tuple[Organization, IssuedKey]:
+    """A new tenant and its first admin key."""
+    if not name.strip():
+        raise InvalidInput("name: must not be empty", field="name")
+    currency = check_currency(default_currency, "default_currency")
+    clean = _validate_settings({"timezone": timezone, **(settings or {})})
+    now = utcnow()
+    with db.transaction() as session:
+        org = Organization(
+            id=new_id("org"),
+            name=name.strip(),
+            default_currency=currency,
+            created_at=now,
+            approval_thresholds={},
+            **clean,
+        )
+        session.add(org)
+        session.flush()
+        key = _add_key(session, org.id, "initial admin key", Role.ADMIN)
+        actor = Actor(org.id, key.id, Role.ADMIN)
+        audit(session, actor, "organization.created", "organization", org.id, {"name": name})
+    return org, key
+
+
+def _add_key(session: Any, organization_id: str, name: str, role: Role) -> IssuedKey:
+    prefix = secrets.token_hex(6)
+    secret = f"tb_{prefix}_{secrets.token_urlsafe(32)}"
+    row = ApiKey(
+        id=new_id("key"),
+        organization_id=organization_id,
+        name=name,
+        role=role.value,
+        prefix=prefix,
+        secret_hash=_hash(secret),
+        created_at=utcnow(),
+    )
+    session.add(row)
+    return IssuedKey(row.id, organization_id, role, secret)
+
+
+def create_api_key(db: Database, actor: Actor, name: str, role: str) -> IssuedKey:
+    actor.require(Role.ADMIN, action="create API keys")
+    try:
+        parsed = Role(role)
+    except ValueError:
+        raise InvalidInput(
+            f"role: must be one of {', '.join(r.value for r in Role)}", field="role"
+        ) from None
+    with db.transaction() as session:
+        key = _add_key(session, actor.organization_id, name, parsed)
+        audit(session, actor, "api_key.created", "api_key", key.id, {"role": parsed.value})
+    return key
+
+
+def list_api_keys(db: Database, actor: Actor) -> list[ApiKey]:
+    actor.require(Role.ADMIN, action="list API keys")
+    with db.reading() as session:
+        return list(
+            session.scalars(
+                select(ApiKey)
+                .where(ApiKey.organization_id == actor.organization_id)
+                .order_by(ApiKey.created_at)
+            )
+        )
+
+
+def revoke_api_key(db: Database, actor: Actor, key_id: str) -> ApiKey:
+    actor.require(Role.ADMIN, action="revoke API keys")
+    with db.transaction() as session:
+        row = session.scalars(
+            select(ApiKey).where(
+                ApiKey.id == key_id, ApiKey.organization_id == actor.organization_id
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"api key {key_id} not found")
+        row.revoked_at = utcnow()
+        audit(session, actor, "api_key.revoked", "api_key", key_id)
+    return row
+
+
+def authenticate(db: Database, secret: str) -> Actor:
+    """The actor behind an API key, or Unauthorized. Constant-time comparison of the hash."""
+    parts = secret.split("_", 2)
+    if len(parts) != 3 or parts[0] != "tb":
+        raise Unauthorized("the API key is malformed")
+    with db.reading() as session:
+        row = session.scalars(select(ApiKey).where(ApiKey.prefix == parts[1])).first()
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized("the API key is unknown or revoked")
+    if not hmac.compare_digest(row.secret_hash, _hash(secret)):
+        raise Unauthorized("the API key is unknown or revoked")
+    return Actor(row.organization_id, row.id, Role(row.role))
+
+
+def get_organization(db: Database, actor: Actor) -> Organization:
+    with db.reading() as session:
+        org = session.get(Organization, actor.organization_id)
+        assert org is not None
+        return org
+
+
+def update_settings(db: Database, actor: Actor, values: dict[str, Any]) -> Organization:
+    actor.require(Role.ADMIN, action="change organisation settings")
+    clean = _validate_settings(values)
+    with db.transaction() as session:
+        org = session.get(Organization, actor.organization_id, with_for_update=True)
+        assert org is not None
+        before = {key: getattr(org, key) for key in clean}
+        for key, value in clean.items():
+            setattr(org, key, value)
+        audit(session, actor, "organization.settings_changed", "organization", org.id,
+              {"before": before, "after": clean})
+    return org
+
+
+def approval_threshold(org: Organization, currency: str) -> Decimal | None:
+    value = (org.approval_thresholds or {}).get(currency)
+    return None if value is None else Decimal(value)
