@@ -140,8 +140,7 @@ def create_organization(
             name=name.strip(),
             default_currency=currency,
             created_at=now,
-            approval_thresholds={},
-            **clean,
+            **{"approval_thresholds": {}, **clean},
         )
         session.add(org)
         session.flush()

@@ -1,0 +1,406 @@
+"""The FastAPI application: routes under /v1, key authentication, problem details."""
+
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Header, Query
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from tallybook import __version__
+from tallybook.api import problems, render
+from tallybook.api import schemas as s
+from tallybook.api.idempotency import IdempotencyMiddleware
+from tallybook.config import Settings
+from tallybook.services import (
+    billing,
+    catalog,
+    contracts,
+    credit_notes,
+    customers,
+    invoices,
+    organizations,
+    subscriptions,
+)
+from tallybook.services.base import Actor, Database, ServiceError, Unauthorized, utcnow
+
+Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
+Cursor = Annotated[str | None, Query(description="the next_cursor of the previous page")]
+
+
+def create_app(db: Database | None = None) -> FastAPI:
+    database = db or Database(Settings.from_env().database_url)
+    app = FastAPI(
+        title="Tallybook API",
+        version=__version__,
+        description="Billing and invoicing: customers, catalog, subscriptions, billing runs, "
+        "invoices, credit and debit notes. Authenticate with `Authorization: Bearer <api key>`. "
+        "Every POST accepts an `Idempotency-Key` header. Errors are RFC 9457 problem details.",
+    )
+    app.state.db = database
+    app.add_middleware(IdempotencyMiddleware, db=database)
+    app.add_exception_handler(ServiceError, problems.service_error)
+    app.add_exception_handler(RequestValidationError, problems.validation_error)
+    app.add_exception_handler(StarletteHTTPException, problems.http_error)
+    app.add_exception_handler(ValueError, problems.value_error)
+
+    def actor(authorization: Annotated[str | None, Header()] = None) -> Actor:
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
+        return organizations.authenticate(database, authorization.removeprefix("Bearer ").strip())
+
+    Who = Annotated[Actor, Depends(actor)]
+    Idem = Annotated[str | None, Header(alias="Idempotency-Key",
+                                            description="replays the first answer")]
+    v1 = APIRouter(prefix="/v1")
+
+    def listing(items: list[Any], cursor: str | None, to_json: Callable[[Any], dict]) -> dict:
+        return {"data": [to_json(x) for x in items], "next_cursor": cursor}
+
+    # -- organisation and keys ------------------------------------------------------------------
+    @v1.get("/organization", tags=["organization"])
+    def get_organization(who: Who) -> dict:
+        return render.row(organizations.get_organization(database, who), render.ORGANIZATION)
+
+    @v1.patch("/organization", tags=["organization"])
+    def patch_organization(body: s.SettingsPatch, who: Who) -> dict:
+        values = body.values()
+        if "approval_thresholds" in values:
+            values["approval_thresholds"] = {k: str(v) for k, v in
+                                             values["approval_thresholds"].items()}
+        org = organizations.update_settings(database, who, values)
+        return render.row(org, render.ORGANIZATION)
+
+    @v1.post("/api-keys", status_code=201, tags=["organization"])
+    def post_api_key(body: s.ApiKeyIn, who: Who, idem: Idem = None) -> dict:
+        key = organizations.create_api_key(database, who, body.name, body.role)
+        return {"id": key.id, "role": key.role.value, "api_key": key.secret}
+
+    @v1.get("/api-keys", tags=["organization"])
+    def get_api_keys(who: Who) -> dict:
+        rows = organizations.list_api_keys(database, who)
+        return {"data": [render.row(k, ("id", "name", "role", "prefix", "created_at",
+                                        "revoked_at")) for k in rows]}
+
+    @v1.delete("/api-keys/{key_id}", tags=["organization"])
+    def delete_api_key(key_id: str, who: Who) -> dict:
+        key = organizations.revoke_api_key(database, who, key_id)
+        return render.row(key, ("id", "name", "role", "revoked_at"))
+
+    # -- customers ------------------------------------------------------------------------------
+    @v1.post("/customers", status_code=201, tags=["customers"])
+    def post_customer(body: s.CustomerIn, who: Who, idem: Idem = None) -> dict:
+        return render.customer(customers.create_customer(database, who, body.values()))
+
+    @v1.get("/customers", tags=["customers"])
+    def get_customers(who: Who, limit: Limit = 50, cursor: Cursor = None,
+                      include_archived: bool = False) -> dict:
+        rows, next_cursor = customers.list_customers(database, who, limit=limit, after=cursor,
+                                                     include_archived=include_archived)
+        return listing(rows, next_cursor, render.customer)
+
+    @v1.get("/customers/{customer_id}", tags=["customers"])
+    def get_customer(customer_id: str, who: Who) -> dict:
+        return render.customer(customers.get_customer(database, who, customer_id))
+
+    @v1.patch("/customers/{customer_id}", tags=["customers"])
+    def patch_customer(customer_id: str, body: s.CustomerPatch, who: Who) -> dict:
+        values = body.values()
+        if "tax_ids" in values and values["tax_ids"] is not None:
+            values["tax_ids"] = [t if isinstance(t, str) else {k: v for k, v in t.items() if v}
+                                 for t in values["tax_ids"]]
+        return render.customer(customers.update_customer(database, who, customer_id, values))
+
+    @v1.delete("/customers/{customer_id}", tags=["customers"])
+    def delete_customer(customer_id: str, who: Who) -> dict:
+        return {"id": customer_id, "result": customers.delete_customer(database, who, customer_id)}
+
+    @v1.post("/customers/{customer_id}/coupons", status_code=201, tags=["customers"])
+    def post_customer_coupon(customer_id: str, body: s.CouponApply, who: Who,
+                             idem: Idem = None) -> dict:
+        row = catalog.apply_coupon(database, who, customer_id, body.coupon)
+        return render.row(row, ("id", "coupon_id", "customer_id", "active", "created_at"))
+
+    # -- catalog --------------------------------------------------------------------------------
+    @v1.post("/tax-rates", status_code=201, tags=["catalog"])
+    def post_tax_rate(body: s.TaxRateIn, who: Who, idem: Idem = None) -> dict:
+        return render.row(catalog.create_tax_rate(database, who, body.values()), render.TAX_RATE)
+
+    @v1.get("/tax-rates", tags=["catalog"])
+    def get_tax_rates(who: Who) -> dict:
+        return {"data": [render.row(r, render.TAX_RATE)
+                         for r in catalog.list_tax_rates(database, who)]}
+
+    @v1.post("/products", status_code=201, tags=["catalog"])
+    def post_product(body: s.ProductIn, who: Who, idem: Idem = None) -> dict:
+        return render.row(catalog.create_product(database, who, body.values()), render.PRODUCT)
+
+    @v1.get("/products", tags=["catalog"])
+    def get_products(who: Who) -> dict:
+        return {"data": [render.row(p, render.PRODUCT)
+                         for p in catalog.list_products(database, who)]}
+
+    @v1.post("/prices", status_code=201, tags=["catalog"])
+    def post_price(body: s.PriceIn, who: Who, idem: Idem = None) -> dict:
+        return render.row(catalog.create_price(database, who, body.values()), render.PRICE)
+
+    @v1.get("/prices", tags=["catalog"])
+    def get_prices(who: Who, code: str | None = None) -> dict:
+        return {"data": [render.row(p, render.PRICE)
+                         for p in catalog.list_prices(database, who, code)]}
+
+    @v1.get("/prices/{price_id}", tags=["catalog"])
+    def get_price(price_id: str, who: Who) -> dict:
+        return render.row(catalog.get_price(database, who, price_id), render.PRICE)
+
+    @v1.post("/prices/{code}/versions", status_code=201, tags=["catalog"])
+    def post_price_version(code: str, body: s.PriceVersionIn, who: Who,
+                           idem: Idem = None) -> dict:
+        row = catalog.new_price_version(database, who, code, body.terms, body.effective_from)
+        return render.row(row, render.PRICE)
+
+    @v1.post("/plans", status_code=201, tags=["catalog"])
+    def post_plan(body: s.PlanIn, who: Who, idem: Idem = None) -> dict:
+        return render.row(catalog.create_plan(database, who, body.values()), render.PLAN)
+
+    @v1.get("/plans", tags=["catalog"])
+    def get_plans(who: Who) -> dict:
+        return {"data": [render.row(p, render.PLAN) for p in catalog.list_plans(database, who)]}
+
+    @v1.get("/plans/{plan_id}", tags=["catalog"])
+    def get_plan(plan_id: str, who: Who) -> dict:
+        return render.row(catalog.get_plan(database, who, plan_id), render.PLAN)
+
+    @v1.post("/coupons", status_code=201, tags=["catalog"])
+    def post_coupon(body: s.CouponIn, who: Who, idem: Idem = None) -> dict:
+        return render.row(catalog.create_coupon(database, who, body.values()), render.COUPON)
+
+    @v1.get("/coupons", tags=["catalog"])
+    def get_coupons(who: Who) -> dict:
+        return {"data": [render.row(c, render.COUPON)
+                         for c in catalog.list_coupons(database, who)]}
+
+    # -- subscriptions --------------------------------------------------------------------------
+    @v1.post("/subscriptions", status_code=201, tags=["subscriptions"])
+    def post_subscription(body: s.SubscriptionIn, who: Who, idem: Idem = None) -> dict:
+        row = subscriptions.create_subscription(database, who, body.values())
+        return render.row(row, render.SUBSCRIPTION)
+
+    @v1.get("/subscriptions", tags=["subscriptions"])
+    def get_subscriptions(who: Who, customer_id: str | None = None, limit: Limit = 50,
+                          cursor: Cursor = None) -> dict:
+        rows, next_cursor = subscriptions.list_subscriptions(
+            database, who, customer_id=customer_id, limit=limit, after=cursor)
+        return listing(rows, next_cursor, lambda r: render.row(r, render.SUBSCRIPTION))
+
+    @v1.get("/subscriptions/{subscription_id}", tags=["subscriptions"])
+    def get_subscription(subscription_id: str, who: Who) -> dict:
+        row = subscriptions.get_subscription(database, who, subscription_id)
+        return render.row(row, render.SUBSCRIPTION)
+
+    @v1.get("/subscriptions/{subscription_id}/changes", tags=["subscriptions"])
+    def get_subscription_changes(subscription_id: str, who: Who) -> dict:
+        rows = subscriptions.list_changes(database, who, subscription_id)
+        return {"data": [render.row(r, render.CHANGE) for r in rows]}
+
+    @v1.post("/subscriptions/{subscription_id}/changes", status_code=201,
+             tags=["subscriptions"])
+    def post_subscription_change(subscription_id: str, body: s.SubscriptionChangeIn, who: Who,
+                                 idem: Idem = None) -> dict:
+        change = subscriptions.change_subscription(database, who, subscription_id, body.values())
+        return render.row(change, render.CHANGE)
+
+    @v1.post("/subscriptions/{subscription_id}/cancel", tags=["subscriptions"])
+    def post_cancel(subscription_id: str, body: s.CancelIn, who: Who, idem: Idem = None) -> dict:
+        row = subscriptions.cancel_subscription(database, who, subscription_id,
+                                                at_period_end=body.at_period_end,
+                                                effective_at=body.effective_at)
+        return render.row(row, render.SUBSCRIPTION)
+
+    @v1.post("/subscriptions/{subscription_id}/pause", tags=["subscriptions"])
+    def post_pause(subscription_id: str, body: s.PauseIn, who: Who, idem: Idem = None) -> dict:
+        row = subscriptions.pause_subscription(database, who, subscription_id,
+                                               effective_at=body.effective_at,
+                                               resume_at=body.resume_at)
+        return render.row(row, render.SUBSCRIPTION)
+
+    @v1.post("/subscriptions/{subscription_id}/resume", tags=["subscriptions"])
+    def post_resume(subscription_id: str, body: s.PauseIn, who: Who, idem: Idem = None) -> dict:
+        row = subscriptions.resume_subscription(database, who, subscription_id,
+                                                effective_at=body.effective_at)
+        return render.row(row, render.SUBSCRIPTION)
+
+    @v1.post("/subscriptions/{subscription_id}/usage", status_code=201, tags=["subscriptions"])
+    def post_usage(subscription_id: str, body: s.UsageIn, who: Who, idem: Idem = None) -> dict:
+        record, created = subscriptions.record_usage(database, who, subscription_id,
+                                                     body.values())
+        data = render.row(record, ("id", "subscription_id", "price_code", "transaction_id",
+                                   "occurred_at", "quantity", "value"))
+        data["duplicate"] = not created
+        return data
+
+    # -- contracts and charges ------------------------------------------------------------------
+    @v1.post("/contracts", status_code=201, tags=["contracts"])
+    def post_contract(body: s.ContractIn, who: Who, idem: Idem = None) -> dict:
+        values = body.values()
+        values["milestones"] = [m.values() for m in body.milestones]
+        contract = contracts.create_contract(database, who, values)
+        data = render.row(contract, render.CONTRACT)
+        data["milestones"] = [render.row(m, render.MILESTONE)
+                              for m in contracts.list_milestones(database, who, contract.id)]
+        return data
+
+    @v1.get("/contracts/{contract_id}/milestones", tags=["contracts"])
+    def get_milestones(contract_id: str, who: Who) -> dict:
+        return {"data": [render.row(m, render.MILESTONE)
+                         for m in contracts.list_milestones(database, who, contract_id)]}
+
+    @v1.post("/milestones/{milestone_id}/complete", tags=["contracts"])
+    def post_milestone_complete(milestone_id: str, body: s.CompleteIn, who: Who,
+                                idem: Idem = None) -> dict:
+        charge = contracts.complete_milestone(database, who, milestone_id, body.completed_at)
+        return render.charge(charge)
+
+    @v1.post("/charges", status_code=201, tags=["contracts"])
+    def post_charge(body: s.ChargeIn, who: Who, idem: Idem = None) -> dict:
+        return render.charge(contracts.create_charge(database, who, body.values()))
+
+    @v1.get("/charges", tags=["contracts"])
+    def get_charges(who: Who, customer_id: str | None = None, pending: bool = False) -> dict:
+        rows = contracts.list_charges(database, who, customer_id, pending)
+        return {"data": [render.charge(c) for c in rows]}
+
+    # -- billing runs ---------------------------------------------------------------------------
+    @v1.post("/billing-runs", tags=["billing"])
+    def post_billing_run(body: s.BillingRunIn, who: Who, idem: Idem = None) -> dict:
+        as_of = body.as_of or utcnow()
+        result = billing.run_billing(database, who, as_of, dry_run=body.dry_run)
+        return {
+            "as_of": as_of.isoformat(), "dry_run": result.dry_run,
+            "customers_seen": result.customers_seen,
+            "invoices_created": result.invoices_created,
+            "invoices_updated": result.invoices_updated, "lines_created": result.lines_created,
+            "totals_by_currency": {c: render.money(v, c)
+                                   for c, v in result.totals_by_currency.items()},
+            "invoice_ids": result.invoice_ids,
+            "preview": [
+                render.with_amounts({
+                    "customer_id": p.customer_id, "customer_name": p.customer_name,
+                    "billing_date": p.billing_date.isoformat(), "currency": p.currency,
+                    "subtotal_minor": p.subtotal_minor, "discount_minor": p.discount_minor,
+                    "tax_minor": p.tax_minor, "total_minor": p.total_minor,
+                    "lines": [render.with_amounts({
+                        "description": line["description"], "kind": line["kind"],
+                        "quantity": str(line["quantity"]),
+                        "subtotal_minor": line["subtotal_minor"],
+                        "tax_minor": line["tax_minor"], "total_minor": line["total_minor"],
+                    }, p.currency) for line in p.lines],
+                }, p.currency)
+                for p in result.previews
+            ],
+        }
+
+    # -- invoices -------------------------------------------------------------------------------
+    @v1.get("/invoices", tags=["invoices"])
+    def get_invoices(who: Who, status: str | None = None, customer_id: str | None = None,
+                     limit: Limit = 50, cursor: Cursor = None) -> dict:
+        rows, next_cursor = invoices.list_invoices(database, who, status=status,
+                                                   customer_id=customer_id, limit=limit,
+                                                   after=cursor)
+        return listing(rows, next_cursor, render.invoice)
+
+    @v1.post("/invoices", status_code=201, tags=["invoices"])
+    def post_invoice(body: s.DraftIn, who: Who, idem: Idem = None) -> dict:
+        values = body.values()
+        invoice = invoices.create_draft(database, who, values.pop("customer_id"), values)
+        return render.invoice(invoice, [])
+
+    @v1.get("/invoices/{invoice_id}", tags=["invoices"])
+    def get_invoice(invoice_id: str, who: Who) -> dict:
+        invoice, lines = invoices.get_invoice(database, who, invoice_id)
+        return render.invoice(invoice, lines)
+
+    @v1.patch("/invoices/{invoice_id}", tags=["invoices"])
+    def patch_invoice(invoice_id: str, body: s.DraftPatch, who: Who) -> dict:
+        values = body.values()
+        if "discounts" in values and values["discounts"] is not None:
+            values["discounts"] = [{k: (str(v) if k == "value" else v) for k, v in d.items()}
+                                   for d in values["discounts"]]
+        invoices.update_draft(database, who, invoice_id, values)
+        return render.invoice(*invoices.get_invoice(database, who, invoice_id))
+
+    @v1.post("/invoices/{invoice_id}/lines", status_code=201, tags=["invoices"])
+    def post_invoice_line(invoice_id: str, body: s.LineIn, who: Who, idem: Idem = None) -> dict:
+        invoices.add_line(database, who, invoice_id, body.values())
+        return render.invoice(*invoices.get_invoice(database, who, invoice_id))
+
+    @v1.delete("/invoices/{invoice_id}/lines/{line_id}", tags=["invoices"])
+    def delete_invoice_line(invoice_id: str, line_id: str, who: Who) -> dict:
+        invoices.remove_line(database, who, invoice_id, line_id)
+        return render.invoice(*invoices.get_invoice(database, who, invoice_id))
+
+    @v1.post("/invoices/{invoice_id}/approve", tags=["invoices"])
+    def post_approve(invoice_id: str, who: Who, idem: Idem = None) -> dict:
+        invoices.approve_invoice(database, who, invoice_id)
+        return render.invoice(*invoices.get_invoice(database, who, invoice_id))
+
+    @v1.post("/invoices/{invoice_id}/issue", tags=["invoices"])
+    def post_issue(invoice_id: str, who: Who, idem: Idem = None) -> dict:
+        invoices.issue_invoice(database, who, invoice_id)
+        return render.invoice(*invoices.get_invoice(database, who, invoice_id))
+
+    @v1.post("/invoices/{invoice_id}/void", tags=["invoices"])
+    def post_void(invoice_id: str, body: s.ReasonIn, who: Who, idem: Idem = None) -> dict:
+        invoices.void_invoice(database, who, invoice_id, body.reason)
+        return render.invoice(*invoices.get_invoice(database, who, invoice_id))
+
+    @v1.post("/invoices/{invoice_id}/uncollectible", tags=["invoices"])
+    def post_uncollectible(invoice_id: str, body: s.ReasonIn, who: Who,
+                           idem: Idem = None) -> dict:
+        invoices.mark_uncollectible(database, who, invoice_id, body.reason)
+        return render.invoice(*invoices.get_invoice(database, who, invoice_id))
+
+    @v1.get("/invoices/{invoice_id}/lines/{line}/explanation", tags=["invoices"])
+    def get_explanation(invoice_id: str, line: str, who: Who) -> dict:
+        row, sentence, currency = invoices.explain_invoice_line(database, who, invoice_id, line)
+        return {"line_id": row.id, "description": row.description, "currency": currency,
+                "text": sentence, "explanation": row.explanation}
+
+    @v1.post("/invoices/{invoice_id}/credit-notes", status_code=201, tags=["credit notes"])
+    def post_credit_note(invoice_id: str, body: s.CreditNoteIn, who: Who,
+                         idem: Idem = None) -> dict:
+        values = body.values()
+        if values.get("lines"):
+            values["lines"] = [{k: (str(v) if k in ("quantity", "amount") and v is not None
+                                    else v) for k, v in line.items()}
+                               for line in values["lines"]]
+        note = credit_notes.create_credit_note(database, who, invoice_id, values)
+        return render.credit_note(*credit_notes.get_credit_note(database, who, note.id))
+
+    @v1.get("/credit-notes", tags=["credit notes"])
+    def get_credit_notes(who: Who, invoice_id: str | None = None) -> dict:
+        return {"data": [render.credit_note(n)
+                         for n in credit_notes.list_credit_notes(database, who, invoice_id)]}
+
+    @v1.get("/credit-notes/{credit_note_id}", tags=["credit notes"])
+    def get_credit_note(credit_note_id: str, who: Who) -> dict:
+        return render.credit_note(*credit_notes.get_credit_note(database, who, credit_note_id))
+
+    @v1.post("/invoices/{invoice_id}/debit-notes", status_code=201, tags=["credit notes"])
+    def post_debit_note(invoice_id: str, body: s.DebitNoteIn, who: Who,
+                        idem: Idem = None) -> dict:
+        values = body.values()
+        values["lines"] = [{k: (str(v) if k in ("quantity", "unit_price") else v)
+                            for k, v in line.items()} for line in values["lines"]]
+        return render.debit_note(credit_notes.create_debit_note(database, who, invoice_id,
+                                                                 values))
+
+    @app.get("/health", tags=["health"])
+    def health() -> dict:
+        return {"status": "ok", "version": __version__}
+
+    app.include_router(v1)
+    return app
+
+

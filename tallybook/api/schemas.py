@@ -1,0 +1,279 @@
+"""Request bodies. Amounts and quantities are decimal strings (or integers), never floats."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Decimal_ = str | int
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def values(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+class TaxId(Body):
+    country: str | None = None
+    value: str
+
+
+class CustomerIn(Body):
+    legal_name: str
+    country: str = Field(description="ISO 3166 alpha-2")
+    currency: str = Field(description="ISO 4217")
+    external_id: str | None = None
+    emails: list[str] = []
+    address_line1: str | None = None
+    address_line2: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    region: str | None = None
+    timezone: str = "UTC"
+    language: str = "en"
+    payment_terms_days: int = 30
+    tax_ids: list[TaxId | str] = []
+    tax_exempt: bool = False
+    reverse_charge: bool = False
+    po_required: bool = False
+
+    def values(self) -> dict[str, Any]:
+        data = super().values()
+        if "tax_ids" in data:
+            data["tax_ids"] = [t if isinstance(t, str) else {k: v for k, v in t.items() if v}
+                               for t in data["tax_ids"]]
+        return data
+
+
+class CustomerPatch(Body):
+    legal_name: str | None = None
+    country: str | None = None
+    currency: str | None = None
+    external_id: str | None = None
+    emails: list[str] | None = None
+    address_line1: str | None = None
+    address_line2: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    region: str | None = None
+    timezone: str | None = None
+    language: str | None = None
+    payment_terms_days: int | None = None
+    tax_ids: list[TaxId | str] | None = None
+    tax_exempt: bool | None = None
+    reverse_charge: bool | None = None
+    po_required: bool | None = None
+
+
+class TaxRateIn(Body):
+    code: str
+    name: str
+    jurisdiction: str
+    percent: Decimal_
+    tax_category: str = "standard"
+
+
+class ProductIn(Body):
+    code: str
+    name: str
+    description: str | None = None
+    tax_category: str = "standard"
+    unit_label: str | None = None
+
+
+class PriceIn(Body):
+    code: str
+    product_id: str
+    currency: str
+    terms: dict[str, Any] = Field(description="pricing model and parameters, e.g. "
+                                  '{"model": "per_unit", "amount": "0.0006"}')
+    kind: Literal["recurring", "usage"] = "recurring"
+    timing: Literal["in_advance", "in_arrears"] | None = None
+    interval: Literal["day", "week", "month", "quarter", "year"] = "month"
+    interval_count: int = 1
+    effective_from: datetime | None = None
+
+
+class PriceVersionIn(Body):
+    terms: dict[str, Any]
+    effective_from: datetime | None = None
+
+
+class PlanIn(Body):
+    code: str
+    name: str
+    currency: str
+    price_codes: list[str]
+    interval: Literal["day", "week", "month", "quarter", "year"] = "month"
+    interval_count: int = 1
+    trial_days: int = 0
+
+
+class CouponIn(Body):
+    code: str
+    name: str
+    kind: Literal["percent", "fixed"]
+    value: Decimal_
+    duration: Literal["once", "repeating", "forever"]
+    duration_periods: int | None = None
+    currency: str | None = None
+    product_codes: list[str] | None = None
+
+
+class CouponApply(Body):
+    coupon: str
+
+
+class SubscriptionIn(Body):
+    customer_id: str
+    plan_id: str
+    quantity: Decimal_ = 1
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    trial_days: int | None = None
+    trial_end_at: datetime | None = None
+    anchor: Literal["calendar", "anniversary"] = "anniversary"
+    auto_renew: bool = True
+    renewal_term_months: int | None = None
+
+
+class SubscriptionChangeIn(Body):
+    plan_id: str | None = None
+    quantity: Decimal_ | None = None
+    effective_at: datetime | None = None
+    note: str | None = None
+
+
+class CancelIn(Body):
+    at_period_end: bool = False
+    effective_at: datetime | None = None
+
+
+class PauseIn(Body):
+    effective_at: datetime | None = None
+    resume_at: datetime | None = None
+
+
+class UsageIn(Body):
+    price_code: str
+    transaction_id: str
+    quantity: Decimal_ = 1
+    value: Decimal_ | None = None
+    occurred_at: datetime | None = None
+
+
+class MilestoneIn(Body):
+    name: str
+    amount: Decimal_
+    product_id: str | None = None
+
+
+class ContractIn(Body):
+    customer_id: str
+    reference: str
+    name: str
+    start_date: date
+    end_date: date | None = None
+    milestones: list[MilestoneIn] = []
+
+
+class CompleteIn(Body):
+    completed_at: datetime | None = None
+
+
+class ChargeIn(Body):
+    customer_id: str
+    description: str
+    unit_price: Decimal_
+    quantity: Decimal_ = 1
+    kind: Literal["one_off", "time_and_materials"] = "one_off"
+    product_id: str | None = None
+    contract_id: str | None = None
+    service_date: date | None = None
+    billable_at: datetime | None = None
+    reference: str | None = None
+
+
+class BillingRunIn(Body):
+    as_of: datetime | None = None
+    dry_run: bool = False
+
+
+class DraftIn(Body):
+    customer_id: str
+    po_number: str | None = None
+    notes: str | None = None
+
+
+class DiscountIn(Body):
+    kind: Literal["percent", "fixed"]
+    value: Decimal_
+    key: str | None = None
+    name: str | None = None
+    product_ids: list[str] | None = None
+
+
+class DraftPatch(Body):
+    po_number: str | None = None
+    notes: str | None = None
+    discounts: list[DiscountIn] | None = None
+
+
+class LineIn(Body):
+    description: str
+    unit_price: Decimal_
+    quantity: Decimal_ = 1
+    product_id: str | None = None
+    reference: str | None = None
+
+
+class ReasonIn(Body):
+    reason: str
+
+
+class CreditLineIn(Body):
+    line_id: str
+    quantity: Decimal_ | None = None
+    amount: Decimal_ | None = None
+
+
+class CreditNoteIn(Body):
+    reason: str
+    lines: list[CreditLineIn] | None = None
+    settlement: Literal["reduce_amount_due", "customer_credit"] = "reduce_amount_due"
+
+
+class DebitLineIn(Body):
+    description: str
+    unit_price: Decimal_
+    quantity: Decimal_ = 1
+    product_id: str | None = None
+
+
+class DebitNoteIn(Body):
+    reason: str
+    lines: list[DebitLineIn]
+
+
+class ApiKeyIn(Body):
+    name: str
+    role: Literal["admin", "billing_manager", "billing_clerk", "viewer"]
+
+
+class SettingsPatch(Body):
+    name: str | None = None
+    timezone: str | None = None
+    country: str | None = None
+    proration_policy: Literal["exact_days", "exact_seconds", "thirty_day_month"] | None = None
+    downgrade_credit: Literal["immediate", "period_end"] | None = None
+    rounding_mode: Literal["half_up", "half_even"] | None = None
+    tax_rounding: Literal["per_line", "per_invoice"] | None = None
+    prices_include_tax: bool | None = None
+    approval_thresholds: dict[str, Decimal_] | None = None
+    invoice_number_pattern: str | None = None
+    credit_note_number_pattern: str | None = None
+    debit_note_number_pattern: str | None = None
