@@ -120,6 +120,9 @@ def prorate(
         choices = ", ".join(p.value for p in ProrationPolicy)
         raise ValueError(f"policy: {policy!r} is not one of {choices}") from None
     _check_interval_matches(period, interval)
+    if period.end == period.start:
+        # Only a skipped local date (Samoa's 2011-12-30) gives this; no window can be told apart.
+        raise ValueError(f"period: {period.label()} lasts no time at all in {period.timezone}")
 
     start = min(max(used_from.astimezone(UTC), period.start), period.end)
     end = max(min(used_to.astimezone(UTC), period.end), start)
@@ -128,8 +131,6 @@ def prorate(
         policy = ProrationPolicy.EXACT_DAYS
 
     if policy is ProrationPolicy.EXACT_SECONDS:
-        if period.end == period.start:
-            raise ValueError(f"period: {period.label()} lasts no time at all in {period.timezone}")
         # Whole seconds since the period start (which is itself a whole second): truncating
         # both ends the same way keeps the parts of a split adding up exactly.
         numerator = (end - period.start) // _ONE_SECOND - (start - period.start) // _ONE_SECOND
