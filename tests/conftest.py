@@ -25,14 +25,18 @@ from tallybook.db.engine import upgrade_database
 from tallybook.services.base import Actor, Database, Role
 from tallybook.services.organizations import create_organization
 
-SERVER_URL = os.environ.get("TALLYBOOK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+SERVER_URL = os.environ.get(
+    "TALLYBOOK_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def _reachable(url: str) -> bool:
     try:
-        engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"),
-                               connect_args={"connect_timeout": 3})
+        engine = create_engine(
+            url.replace("postgresql://", "postgresql+psycopg://"),
+            connect_args={"connect_timeout": 3},
+        )
         with engine.connect() as connection:
             connection.execute(text("select 1"))
         engine.dispose()
@@ -51,12 +55,28 @@ def _throwaway_cluster() -> tuple[str, subprocess.Popen[bytes], Path] | None:
     user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if user:
         shutil.chown(workdir, "postgres")
-    subprocess.run([*user, initdb, "-D", str(workdir / "data"), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [*user, initdb, "-D", str(workdir / "data"), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+    )
     port = 55432
-    process = subprocess.Popen([*user, str(bindir / "postgres"), "-D", str(workdir / "data"),
-                                "-p", str(port), "-k", str(workdir), "-c", "listen_addresses=127.0.0.1"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            *user,
+            str(bindir / "postgres"),
+            "-D",
+            str(workdir / "data"),
+            "-p",
+            str(port),
+            "-k",
+            str(workdir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     for _ in range(50):
         if _reachable(url):
@@ -73,8 +93,10 @@ def postgres_server() -> Iterator[str | None]:
         return
     started = _throwaway_cluster()
     if started is None:
-        message = ("PostgreSQL is not reachable at %s and no PostgreSQL binaries were found: "
-                   "THE POSTGRESQL HALF OF THE SUITE IS SKIPPED" % SERVER_URL)
+        message = (
+            f"PostgreSQL is not reachable at {SERVER_URL} and no PostgreSQL binaries were "
+            "found: THE POSTGRESQL HALF OF THE SUITE IS SKIPPED"
+        )
         if IN_CI:
             pytest.fail(message + " (CI=true makes this a failure)")
         warnings.warn(message, stacklevel=1)
@@ -94,16 +116,19 @@ def postgres_url(postgres_server: str | None) -> Iterator[str | None]:
         yield None
         return
     name = f"tallybook_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(postgres_server.replace("postgresql://", "postgresql+psycopg://"),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        postgres_server.replace("postgresql://", "postgresql+psycopg://"),
+        isolation_level="AUTOCOMMIT",
+    )
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     url = postgres_server.rsplit("/", 1)[0] + "/" + name
     upgrade_database(url)
     yield url
     with admin.connect() as connection:
-        connection.execute(text(
-            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        connection.execute(
+            text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+        )
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
     admin.dispose()
 
@@ -155,6 +180,7 @@ def admin(db: Database) -> Actor:
 
 
 def make_org(db: Database, **settings: object) -> Actor:
-    org, key = create_organization(db, "Test Org", "USD", timezone="UTC",
-                                   settings=dict(settings) if settings else None)
+    org, key = create_organization(
+        db, "Test Org", "USD", timezone="UTC", settings=dict(settings) if settings else None
+    )
     return Actor(org.id, key.id, Role.ADMIN)

@@ -1,6 +1,5 @@
 """The FastAPI application: routes under /v1, key authentication, problem details."""
 
-
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -51,8 +50,9 @@ def create_app(db: Database | None = None) -> FastAPI:
         return organizations.authenticate(database, authorization.removeprefix("Bearer ").strip())
 
     Who = Annotated[Actor, Depends(actor)]
-    Idem = Annotated[str | None, Header(alias="Idempotency-Key",
-                                            description="replays the first answer")]
+    Idem = Annotated[
+        str | None, Header(alias="Idempotency-Key", description="replays the first answer")
+    ]
     v1 = APIRouter(prefix="/v1")
 
     def listing(items: list[Any], cursor: str | None, to_json: Callable[[Any], dict]) -> dict:
@@ -67,8 +67,9 @@ def create_app(db: Database | None = None) -> FastAPI:
     def patch_organization(body: s.SettingsPatch, who: Who) -> dict:
         values = body.values()
         if "approval_thresholds" in values:
-            values["approval_thresholds"] = {k: str(v) for k, v in
-                                             values["approval_thresholds"].items()}
+            values["approval_thresholds"] = {
+                k: str(v) for k, v in values["approval_thresholds"].items()
+            }
         org = organizations.update_settings(database, who, values)
         return render.row(org, render.ORGANIZATION)
 
@@ -80,8 +81,12 @@ def create_app(db: Database | None = None) -> FastAPI:
     @v1.get("/api-keys", tags=["organization"])
     def get_api_keys(who: Who) -> dict:
         rows = organizations.list_api_keys(database, who)
-        return {"data": [render.row(k, ("id", "name", "role", "prefix", "created_at",
-                                        "revoked_at")) for k in rows]}
+        return {
+            "data": [
+                render.row(k, ("id", "name", "role", "prefix", "created_at", "revoked_at"))
+                for k in rows
+            ]
+        }
 
     @v1.delete("/api-keys/{key_id}", tags=["organization"])
     def delete_api_key(key_id: str, who: Who) -> dict:
@@ -94,10 +99,12 @@ def create_app(db: Database | None = None) -> FastAPI:
         return render.customer(customers.create_customer(database, who, body.values()))
 
     @v1.get("/customers", tags=["customers"])
-    def get_customers(who: Who, limit: Limit = 50, cursor: Cursor = None,
-                      include_archived: bool = False) -> dict:
-        rows, next_cursor = customers.list_customers(database, who, limit=limit, after=cursor,
-                                                     include_archived=include_archived)
+    def get_customers(
+        who: Who, limit: Limit = 50, cursor: Cursor = None, include_archived: bool = False
+    ) -> dict:
+        rows, next_cursor = customers.list_customers(
+            database, who, limit=limit, after=cursor, include_archived=include_archived
+        )
         return listing(rows, next_cursor, render.customer)
 
     @v1.get("/customers/{customer_id}", tags=["customers"])
@@ -108,8 +115,10 @@ def create_app(db: Database | None = None) -> FastAPI:
     def patch_customer(customer_id: str, body: s.CustomerPatch, who: Who) -> dict:
         values = body.values()
         if "tax_ids" in values and values["tax_ids"] is not None:
-            values["tax_ids"] = [t if isinstance(t, str) else {k: v for k, v in t.items() if v}
-                                 for t in values["tax_ids"]]
+            values["tax_ids"] = [
+                t if isinstance(t, str) else {k: v for k, v in t.items() if v}
+                for t in values["tax_ids"]
+            ]
         return render.customer(customers.update_customer(database, who, customer_id, values))
 
     @v1.delete("/customers/{customer_id}", tags=["customers"])
@@ -117,8 +126,9 @@ def create_app(db: Database | None = None) -> FastAPI:
         return {"id": customer_id, "result": customers.delete_customer(database, who, customer_id)}
 
     @v1.post("/customers/{customer_id}/coupons", status_code=201, tags=["customers"])
-    def post_customer_coupon(customer_id: str, body: s.CouponApply, who: Who,
-                             idem: Idem = None) -> dict:
+    def post_customer_coupon(
+        customer_id: str, body: s.CouponApply, who: Who, idem: Idem = None
+    ) -> dict:
         row = catalog.apply_coupon(database, who, customer_id, body.coupon)
         return render.row(row, ("id", "coupon_id", "customer_id", "active", "created_at"))
 
@@ -129,8 +139,9 @@ def create_app(db: Database | None = None) -> FastAPI:
 
     @v1.get("/tax-rates", tags=["catalog"])
     def get_tax_rates(who: Who) -> dict:
-        return {"data": [render.row(r, render.TAX_RATE)
-                         for r in catalog.list_tax_rates(database, who)]}
+        return {
+            "data": [render.row(r, render.TAX_RATE) for r in catalog.list_tax_rates(database, who)]
+        }
 
     @v1.post("/products", status_code=201, tags=["catalog"])
     def post_product(body: s.ProductIn, who: Who, idem: Idem = None) -> dict:
@@ -138,8 +149,9 @@ def create_app(db: Database | None = None) -> FastAPI:
 
     @v1.get("/products", tags=["catalog"])
     def get_products(who: Who) -> dict:
-        return {"data": [render.row(p, render.PRODUCT)
-                         for p in catalog.list_products(database, who)]}
+        return {
+            "data": [render.row(p, render.PRODUCT) for p in catalog.list_products(database, who)]
+        }
 
     @v1.post("/prices", status_code=201, tags=["catalog"])
     def post_price(body: s.PriceIn, who: Who, idem: Idem = None) -> dict:
@@ -147,16 +159,16 @@ def create_app(db: Database | None = None) -> FastAPI:
 
     @v1.get("/prices", tags=["catalog"])
     def get_prices(who: Who, code: str | None = None) -> dict:
-        return {"data": [render.row(p, render.PRICE)
-                         for p in catalog.list_prices(database, who, code)]}
+        return {
+            "data": [render.row(p, render.PRICE) for p in catalog.list_prices(database, who, code)]
+        }
 
     @v1.get("/prices/{price_id}", tags=["catalog"])
     def get_price(price_id: str, who: Who) -> dict:
         return render.row(catalog.get_price(database, who, price_id), render.PRICE)
 
     @v1.post("/prices/{code}/versions", status_code=201, tags=["catalog"])
-    def post_price_version(code: str, body: s.PriceVersionIn, who: Who,
-                           idem: Idem = None) -> dict:
+    def post_price_version(code: str, body: s.PriceVersionIn, who: Who, idem: Idem = None) -> dict:
         row = catalog.new_price_version(database, who, code, body.terms, body.effective_from)
         return render.row(row, render.PRICE)
 
@@ -178,8 +190,7 @@ def create_app(db: Database | None = None) -> FastAPI:
 
     @v1.get("/coupons", tags=["catalog"])
     def get_coupons(who: Who) -> dict:
-        return {"data": [render.row(c, render.COUPON)
-                         for c in catalog.list_coupons(database, who)]}
+        return {"data": [render.row(c, render.COUPON) for c in catalog.list_coupons(database, who)]}
 
     # -- subscriptions --------------------------------------------------------------------------
     @v1.post("/subscriptions", status_code=201, tags=["subscriptions"])
@@ -188,10 +199,12 @@ def create_app(db: Database | None = None) -> FastAPI:
         return render.row(row, render.SUBSCRIPTION)
 
     @v1.get("/subscriptions", tags=["subscriptions"])
-    def get_subscriptions(who: Who, customer_id: str | None = None, limit: Limit = 50,
-                          cursor: Cursor = None) -> dict:
+    def get_subscriptions(
+        who: Who, customer_id: str | None = None, limit: Limit = 50, cursor: Cursor = None
+    ) -> dict:
         rows, next_cursor = subscriptions.list_subscriptions(
-            database, who, customer_id=customer_id, limit=limit, after=cursor)
+            database, who, customer_id=customer_id, limit=limit, after=cursor
+        )
         return listing(rows, next_cursor, lambda r: render.row(r, render.SUBSCRIPTION))
 
     @v1.get("/subscriptions/{subscription_id}", tags=["subscriptions"])
@@ -204,39 +217,53 @@ def create_app(db: Database | None = None) -> FastAPI:
         rows = subscriptions.list_changes(database, who, subscription_id)
         return {"data": [render.row(r, render.CHANGE) for r in rows]}
 
-    @v1.post("/subscriptions/{subscription_id}/changes", status_code=201,
-             tags=["subscriptions"])
-    def post_subscription_change(subscription_id: str, body: s.SubscriptionChangeIn, who: Who,
-                                 idem: Idem = None) -> dict:
+    @v1.post("/subscriptions/{subscription_id}/changes", status_code=201, tags=["subscriptions"])
+    def post_subscription_change(
+        subscription_id: str, body: s.SubscriptionChangeIn, who: Who, idem: Idem = None
+    ) -> dict:
         change = subscriptions.change_subscription(database, who, subscription_id, body.values())
         return render.row(change, render.CHANGE)
 
     @v1.post("/subscriptions/{subscription_id}/cancel", tags=["subscriptions"])
     def post_cancel(subscription_id: str, body: s.CancelIn, who: Who, idem: Idem = None) -> dict:
-        row = subscriptions.cancel_subscription(database, who, subscription_id,
-                                                at_period_end=body.at_period_end,
-                                                effective_at=body.effective_at)
+        row = subscriptions.cancel_subscription(
+            database,
+            who,
+            subscription_id,
+            at_period_end=body.at_period_end,
+            effective_at=body.effective_at,
+        )
         return render.row(row, render.SUBSCRIPTION)
 
     @v1.post("/subscriptions/{subscription_id}/pause", tags=["subscriptions"])
     def post_pause(subscription_id: str, body: s.PauseIn, who: Who, idem: Idem = None) -> dict:
-        row = subscriptions.pause_subscription(database, who, subscription_id,
-                                               effective_at=body.effective_at,
-                                               resume_at=body.resume_at)
+        row = subscriptions.pause_subscription(
+            database, who, subscription_id, effective_at=body.effective_at, resume_at=body.resume_at
+        )
         return render.row(row, render.SUBSCRIPTION)
 
     @v1.post("/subscriptions/{subscription_id}/resume", tags=["subscriptions"])
     def post_resume(subscription_id: str, body: s.PauseIn, who: Who, idem: Idem = None) -> dict:
-        row = subscriptions.resume_subscription(database, who, subscription_id,
-                                                effective_at=body.effective_at)
+        row = subscriptions.resume_subscription(
+            database, who, subscription_id, effective_at=body.effective_at
+        )
         return render.row(row, render.SUBSCRIPTION)
 
     @v1.post("/subscriptions/{subscription_id}/usage", status_code=201, tags=["subscriptions"])
     def post_usage(subscription_id: str, body: s.UsageIn, who: Who, idem: Idem = None) -> dict:
-        record, created = subscriptions.record_usage(database, who, subscription_id,
-                                                     body.values())
-        data = render.row(record, ("id", "subscription_id", "price_code", "transaction_id",
-                                   "occurred_at", "quantity", "value"))
+        record, created = subscriptions.record_usage(database, who, subscription_id, body.values())
+        data = render.row(
+            record,
+            (
+                "id",
+                "subscription_id",
+                "price_code",
+                "transaction_id",
+                "occurred_at",
+                "quantity",
+                "value",
+            ),
+        )
         data["duplicate"] = not created
         return data
 
@@ -247,18 +274,25 @@ def create_app(db: Database | None = None) -> FastAPI:
         values["milestones"] = [m.values() for m in body.milestones]
         contract = contracts.create_contract(database, who, values)
         data = render.row(contract, render.CONTRACT)
-        data["milestones"] = [render.row(m, render.MILESTONE)
-                              for m in contracts.list_milestones(database, who, contract.id)]
+        data["milestones"] = [
+            render.row(m, render.MILESTONE)
+            for m in contracts.list_milestones(database, who, contract.id)
+        ]
         return data
 
     @v1.get("/contracts/{contract_id}/milestones", tags=["contracts"])
     def get_milestones(contract_id: str, who: Who) -> dict:
-        return {"data": [render.row(m, render.MILESTONE)
-                         for m in contracts.list_milestones(database, who, contract_id)]}
+        return {
+            "data": [
+                render.row(m, render.MILESTONE)
+                for m in contracts.list_milestones(database, who, contract_id)
+            ]
+        }
 
     @v1.post("/milestones/{milestone_id}/complete", tags=["contracts"])
-    def post_milestone_complete(milestone_id: str, body: s.CompleteIn, who: Who,
-                                idem: Idem = None) -> dict:
+    def post_milestone_complete(
+        milestone_id: str, body: s.CompleteIn, who: Who, idem: Idem = None
+    ) -> dict:
         charge = contracts.complete_milestone(database, who, milestone_id, body.completed_at)
         return render.charge(charge)
 
@@ -277,37 +311,60 @@ def create_app(db: Database | None = None) -> FastAPI:
         as_of = body.as_of or utcnow()
         result = billing.run_billing(database, who, as_of, dry_run=body.dry_run)
         return {
-            "as_of": as_of.isoformat(), "dry_run": result.dry_run,
+            "as_of": as_of.isoformat(),
+            "dry_run": result.dry_run,
             "customers_seen": result.customers_seen,
             "invoices_created": result.invoices_created,
-            "invoices_updated": result.invoices_updated, "lines_created": result.lines_created,
-            "totals_by_currency": {c: render.money(v, c)
-                                   for c, v in result.totals_by_currency.items()},
+            "invoices_updated": result.invoices_updated,
+            "lines_created": result.lines_created,
+            "totals_by_currency": {
+                c: render.money(v, c) for c, v in result.totals_by_currency.items()
+            },
             "invoice_ids": result.invoice_ids,
             "preview": [
-                render.with_amounts({
-                    "customer_id": p.customer_id, "customer_name": p.customer_name,
-                    "billing_date": p.billing_date.isoformat(), "currency": p.currency,
-                    "subtotal_minor": p.subtotal_minor, "discount_minor": p.discount_minor,
-                    "tax_minor": p.tax_minor, "total_minor": p.total_minor,
-                    "lines": [render.with_amounts({
-                        "description": line["description"], "kind": line["kind"],
-                        "quantity": str(line["quantity"]),
-                        "subtotal_minor": line["subtotal_minor"],
-                        "tax_minor": line["tax_minor"], "total_minor": line["total_minor"],
-                    }, p.currency) for line in p.lines],
-                }, p.currency)
+                render.with_amounts(
+                    {
+                        "customer_id": p.customer_id,
+                        "customer_name": p.customer_name,
+                        "billing_date": p.billing_date.isoformat(),
+                        "currency": p.currency,
+                        "subtotal_minor": p.subtotal_minor,
+                        "discount_minor": p.discount_minor,
+                        "tax_minor": p.tax_minor,
+                        "total_minor": p.total_minor,
+                        "lines": [
+                            render.with_amounts(
+                                {
+                                    "description": line["description"],
+                                    "kind": line["kind"],
+                                    "quantity": str(line["quantity"]),
+                                    "subtotal_minor": line["subtotal_minor"],
+                                    "tax_minor": line["tax_minor"],
+                                    "total_minor": line["total_minor"],
+                                },
+                                p.currency,
+                            )
+                            for line in p.lines
+                        ],
+                    },
+                    p.currency,
+                )
                 for p in result.previews
             ],
         }
 
     # -- invoices -------------------------------------------------------------------------------
     @v1.get("/invoices", tags=["invoices"])
-    def get_invoices(who: Who, status: str | None = None, customer_id: str | None = None,
-                     limit: Limit = 50, cursor: Cursor = None) -> dict:
-        rows, next_cursor = invoices.list_invoices(database, who, status=status,
-                                                   customer_id=customer_id, limit=limit,
-                                                   after=cursor)
+    def get_invoices(
+        who: Who,
+        status: str | None = None,
+        customer_id: str | None = None,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> dict:
+        rows, next_cursor = invoices.list_invoices(
+            database, who, status=status, customer_id=customer_id, limit=limit, after=cursor
+        )
         return listing(rows, next_cursor, render.invoice)
 
     @v1.post("/invoices", status_code=201, tags=["invoices"])
@@ -325,8 +382,10 @@ def create_app(db: Database | None = None) -> FastAPI:
     def patch_invoice(invoice_id: str, body: s.DraftPatch, who: Who) -> dict:
         values = body.values()
         if "discounts" in values and values["discounts"] is not None:
-            values["discounts"] = [{k: (str(v) if k == "value" else v) for k, v in d.items()}
-                                   for d in values["discounts"]]
+            values["discounts"] = [
+                {k: (str(v) if k == "value" else v) for k, v in d.items()}
+                for d in values["discounts"]
+            ]
         invoices.update_draft(database, who, invoice_id, values)
         return render.invoice(*invoices.get_invoice(database, who, invoice_id))
 
@@ -356,45 +415,58 @@ def create_app(db: Database | None = None) -> FastAPI:
         return render.invoice(*invoices.get_invoice(database, who, invoice_id))
 
     @v1.post("/invoices/{invoice_id}/uncollectible", tags=["invoices"])
-    def post_uncollectible(invoice_id: str, body: s.ReasonIn, who: Who,
-                           idem: Idem = None) -> dict:
+    def post_uncollectible(invoice_id: str, body: s.ReasonIn, who: Who, idem: Idem = None) -> dict:
         invoices.mark_uncollectible(database, who, invoice_id, body.reason)
         return render.invoice(*invoices.get_invoice(database, who, invoice_id))
 
     @v1.get("/invoices/{invoice_id}/lines/{line}/explanation", tags=["invoices"])
     def get_explanation(invoice_id: str, line: str, who: Who) -> dict:
         row, sentence, currency = invoices.explain_invoice_line(database, who, invoice_id, line)
-        return {"line_id": row.id, "description": row.description, "currency": currency,
-                "text": sentence, "explanation": row.explanation}
+        return {
+            "line_id": row.id,
+            "description": row.description,
+            "currency": currency,
+            "text": sentence,
+            "explanation": row.explanation,
+        }
 
     @v1.post("/invoices/{invoice_id}/credit-notes", status_code=201, tags=["credit notes"])
-    def post_credit_note(invoice_id: str, body: s.CreditNoteIn, who: Who,
-                         idem: Idem = None) -> dict:
+    def post_credit_note(
+        invoice_id: str, body: s.CreditNoteIn, who: Who, idem: Idem = None
+    ) -> dict:
         values = body.values()
         if values.get("lines"):
-            values["lines"] = [{k: (str(v) if k in ("quantity", "amount") and v is not None
-                                    else v) for k, v in line.items()}
-                               for line in values["lines"]]
+            values["lines"] = [
+                {
+                    k: (str(v) if k in ("quantity", "amount") and v is not None else v)
+                    for k, v in line.items()
+                }
+                for line in values["lines"]
+            ]
         note = credit_notes.create_credit_note(database, who, invoice_id, values)
         return render.credit_note(*credit_notes.get_credit_note(database, who, note.id))
 
     @v1.get("/credit-notes", tags=["credit notes"])
     def get_credit_notes(who: Who, invoice_id: str | None = None) -> dict:
-        return {"data": [render.credit_note(n)
-                         for n in credit_notes.list_credit_notes(database, who, invoice_id)]}
+        return {
+            "data": [
+                render.credit_note(n)
+                for n in credit_notes.list_credit_notes(database, who, invoice_id)
+            ]
+        }
 
     @v1.get("/credit-notes/{credit_note_id}", tags=["credit notes"])
     def get_credit_note(credit_note_id: str, who: Who) -> dict:
         return render.credit_note(*credit_notes.get_credit_note(database, who, credit_note_id))
 
     @v1.post("/invoices/{invoice_id}/debit-notes", status_code=201, tags=["credit notes"])
-    def post_debit_note(invoice_id: str, body: s.DebitNoteIn, who: Who,
-                        idem: Idem = None) -> dict:
+    def post_debit_note(invoice_id: str, body: s.DebitNoteIn, who: Who, idem: Idem = None) -> dict:
         values = body.values()
-        values["lines"] = [{k: (str(v) if k in ("quantity", "unit_price") else v)
-                            for k, v in line.items()} for line in values["lines"]]
-        return render.debit_note(credit_notes.create_debit_note(database, who, invoice_id,
-                                                                 values))
+        values["lines"] = [
+            {k: (str(v) if k in ("quantity", "unit_price") else v) for k, v in line.items()}
+            for line in values["lines"]
+        ]
+        return render.debit_note(credit_notes.create_debit_note(database, who, invoice_id, values))
 
     @app.get("/health", tags=["health"])
     def health() -> dict:
@@ -402,5 +474,3 @@ def create_app(db: Database | None = None) -> FastAPI:
 
     app.include_router(v1)
     return app
-
-

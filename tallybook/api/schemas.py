@@ -44,8 +44,10 @@ class CustomerIn(Body):
     def values(self) -> dict[str, Any]:
         data = super().values()
         if "tax_ids" in data:
-            data["tax_ids"] = [t if isinstance(t, str) else {k: v for k, v in t.items() if v}
-                               for t in data["tax_ids"]]
+            data["tax_ids"] = [
+                t if isinstance(t, str) else {k: v for k, v in t.items() if v}
+                for t in data["tax_ids"]
+            ]
         return data
 
 
@@ -89,8 +91,9 @@ class PriceIn(Body):
     code: str
     product_id: str
     currency: str
-    terms: dict[str, Any] = Field(description="pricing model and parameters, e.g. "
-                                  '{"model": "per_unit", "amount": "0.0006"}')
+    terms: dict[str, Any] = Field(
+        description='pricing model and parameters, e.g. {"model": "per_unit", "amount": "0.0006"}'
+    )
     kind: Literal["recurring", "usage"] = "recurring"
     timing: Literal["in_advance", "in_arrears"] | None = None
     interval: Literal["day", "week", "month", "quarter", "year"] = "month"

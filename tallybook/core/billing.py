@@ -287,9 +287,7 @@ def adjustment_lines(
 ) -> list[DraftLine]:
     """Re-rate an already billed period: credit what is no longer owed, charge what is new."""
     entitled = entitled_coverage(segments, catalog, period, timing)
-    return coverage_lines(
-        context, difference(entitled, billed), catalog, period, adjustment=True
-    )
+    return coverage_lines(context, difference(entitled, billed), catalog, period, adjustment=True)
 
 
 def usage_lines(

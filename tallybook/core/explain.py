@@ -56,7 +56,8 @@ def explain_line(explanation: dict[str, Any], currency: str) -> str:
     if charge:
         parts.append(
             f"{charge['kind'].replace('_', ' ').capitalize()}: {_plain(charge['quantity'])} x "
-            f"{charge['unit_price']}" + (f" ({charge['reference']})" if charge.get("reference") else "")
+            f"{charge['unit_price']}"
+            + (f" ({charge['reference']})" if charge.get("reference") else "")
             + "."
         )
     rounding = explanation.get("rounding")

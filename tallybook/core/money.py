@@ -49,7 +49,9 @@ def currency_exponent(code: str) -> int:
     try:
         currency = iso4217.Currency(code.upper())
     except (ValueError, KeyError, AttributeError):
-        raise MoneyError(f"unknown currency {code!r}: expected an ISO 4217 code such as EUR") from None
+        raise MoneyError(
+            f"unknown currency {code!r}: expected an ISO 4217 code such as EUR"
+        ) from None
     if currency.exponent is None:
         # Gold, SDRs and test codes have no minor unit: they are not billing currencies.
         raise MoneyError(f"currency {code!r} has no minor unit and cannot be billed")

@@ -76,7 +76,9 @@ class Organization(Base):
     # {"USD": "5000.00"}: drafts above this total need a billing manager's approval.
     approval_thresholds: Mapped[dict[str, Any]] = mapped_column(default=dict)
     invoice_number_pattern: Mapped[str] = mapped_column(String(60), default="INV-{YYYY}-{seq:06}")
-    credit_note_number_pattern: Mapped[str] = mapped_column(String(60), default="CN-{YYYY}-{seq:06}")
+    credit_note_number_pattern: Mapped[str] = mapped_column(
+        String(60), default="CN-{YYYY}-{seq:06}"
+    )
     debit_note_number_pattern: Mapped[str] = mapped_column(String(60), default="DN-{YYYY}-{seq:06}")
     created_at: Mapped[datetime]
 

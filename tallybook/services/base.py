@@ -118,8 +118,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def get_owned(session: Session, model: type[T], object_id: str, actor: Actor, *,
-              lock: bool = False, label: str | None = None) -> T:
+def get_owned(
+    session: Session,
+    model: type[T],
+    object_id: str,
+    actor: Actor,
+    *,
+    lock: bool = False,
+    label: str | None = None,
+) -> T:
     """Fetch a row of the actor's organisation; anything else is simply 'not found'."""
     statement = select(model).where(
         model.id == object_id,  # type: ignore[attr-defined]
@@ -134,8 +141,16 @@ def get_owned(session: Session, model: type[T], object_id: str, actor: Actor, *,
     return row
 
 
-def audit(session: Session, actor: Actor, action: str, entity: str, entity_id: str,
-          data: dict[str, Any] | None = None, *, at: datetime | None = None) -> None:
+def audit(
+    session: Session,
+    actor: Actor,
+    action: str,
+    entity: str,
+    entity_id: str,
+    data: dict[str, Any] | None = None,
+    *,
+    at: datetime | None = None,
+) -> None:
     """Record who did what, in the same transaction as the change itself."""
     session.add(
         AuditEvent(

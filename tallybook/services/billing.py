@@ -27,7 +27,7 @@ from tallybook.core.billing import (
     bill_subscription,
 )
 from tallybook.core.coverage import Coverage
-from tallybook.core.money import round_to_minor, RoundingMode
+from tallybook.core.money import RoundingMode, round_to_minor
 from tallybook.core.periods import BillingPeriod, local_date, local_midnight
 from tallybook.core.pricing import PriceTerms
 from tallybook.core.proration import ProrationPolicy
@@ -105,20 +105,27 @@ def _load_context(session: Session, organization_id: str) -> _RunContext:
     org = session.get(Organization, organization_id)
     assert org is not None
     products = {
-        p.id: p for p in session.scalars(
-            select(Product).where(Product.organization_id == organization_id))
+        p.id: p
+        for p in session.scalars(select(Product).where(Product.organization_id == organization_id))
     }
     prices = [
         PriceVersion(
-            id=p.id, code=p.code, version=p.version, product_id=p.product_id,
-            product_name=products[p.product_id].name, kind=p.kind, timing=p.timing,
-            terms=PriceTerms.from_dict(p.terms), effective_from=p.effective_from,
+            id=p.id,
+            code=p.code,
+            version=p.version,
+            product_id=p.product_id,
+            product_name=products[p.product_id].name,
+            kind=p.kind,
+            timing=p.timing,
+            terms=PriceTerms.from_dict(p.terms),
+            effective_from=p.effective_from,
             unit_label=products[p.product_id].unit_label,
         )
         for p in session.scalars(select(Price).where(Price.organization_id == organization_id))
     ]
     plans = {
-        p.id: p for p in session.scalars(select(Plan).where(Plan.organization_id == organization_id))
+        p.id: p
+        for p in session.scalars(select(Plan).where(Plan.organization_id == organization_id))
     }
     catalog = Catalog.build(
         prices, [PlanInfo(p.id, p.code, p.name, tuple(p.price_codes)) for p in plans.values()]
@@ -127,15 +134,17 @@ def _load_context(session: Session, organization_id: str) -> _RunContext:
         session.scalars(select(TaxRate).where(TaxRate.organization_id == organization_id))
     )
     coupons = {
-        c.id: c for c in session.scalars(
-            select(Coupon).where(Coupon.organization_id == organization_id))
+        c.id: c
+        for c in session.scalars(select(Coupon).where(Coupon.organization_id == organization_id))
     }
-    return _RunContext(org, catalog, products, plans, taxes, coupons,
-                       ProrationPolicy(org.proration_policy))
+    return _RunContext(
+        org, catalog, products, plans, taxes, coupons, ProrationPolicy(org.proration_policy)
+    )
 
 
-def _candidate_customers(session: Session, organization_id: str, as_of: datetime,
-                         after: str, limit: int) -> list[str]:
+def _candidate_customers(
+    session: Session, organization_id: str, as_of: datetime, after: str, limit: int
+) -> list[str]:
     due_subscriptions = select(Subscription.customer_id.label("customer_id")).where(
         Subscription.organization_id == organization_id,
         Subscription.next_billing_at <= as_of,
@@ -149,9 +158,11 @@ def _candidate_customers(session: Session, organization_id: str, as_of: datetime
         Charge.customer_id > after,
     )
     combined = union(due_subscriptions, due_charges).subquery()
-    return list(session.scalars(
-        select(combined.c.customer_id).order_by(combined.c.customer_id).limit(limit)
-    ))
+    return list(
+        session.scalars(
+            select(combined.c.customer_id).order_by(combined.c.customer_id).limit(limit)
+        )
+    )
 
 
 def run_billing(
@@ -195,8 +206,7 @@ def run_billing(
                 for single in attempt_batch:
                     try:
                         with db.transaction() as session:
-                            _bill_batch(session, actor, context, [single], as_of, dry_run,
-                                        result)
+                            _bill_batch(session, actor, context, [single], as_of, dry_run, result)
                     except IntegrityError:
                         result.conflicts += 1
                 break
@@ -218,23 +228,35 @@ def _lock_customers(session: Session, ids: Sequence[str]) -> dict[str, Customer]
     return {c.id: c for c in session.scalars(query)}
 
 
-def _bill_batch(session: Session, actor: Actor, ctx: _RunContext, customer_ids: list[str],
-                as_of: datetime, dry_run: bool, result: BillingRunResult) -> None:
+def _bill_batch(
+    session: Session,
+    actor: Actor,
+    ctx: _RunContext,
+    customer_ids: list[str],
+    as_of: datetime,
+    dry_run: bool,
+    result: BillingRunResult,
+) -> None:
     org_id = actor.organization_id
     customers = _lock_customers(session, customer_ids)
-    subscriptions = list(session.scalars(
-        select(Subscription).where(
-            Subscription.organization_id == org_id,
-            Subscription.customer_id.in_(customer_ids),
-            Subscription.next_billing_at <= as_of,
-            Subscription.status != "ended",
-        ).order_by(Subscription.customer_id, Subscription.id)
-    ))
+    subscriptions = list(
+        session.scalars(
+            select(Subscription)
+            .where(
+                Subscription.organization_id == org_id,
+                Subscription.customer_id.in_(customer_ids),
+                Subscription.next_billing_at <= as_of,
+                Subscription.status != "ended",
+            )
+            .order_by(Subscription.customer_id, Subscription.id)
+        )
+    )
     sub_ids = [s.id for s in subscriptions]
     changes: dict[str, list[Change]] = defaultdict(list)
     if sub_ids:
         for row in session.scalars(
-            select(SubscriptionChange).where(SubscriptionChange.subscription_id.in_(sub_ids))
+            select(SubscriptionChange)
+            .where(SubscriptionChange.subscription_id.in_(sub_ids))
             .order_by(SubscriptionChange.created_at)
         ):
             changes[row.subscription_id].append(row)  # type: ignore[arg-type]
@@ -242,17 +264,21 @@ def _bill_batch(session: Session, actor: Actor, ctx: _RunContext, customer_ids: 
     usage = _usage(session, ctx, subscriptions, as_of)
     charges: dict[str, list[Charge]] = defaultdict(list)
     for charge in session.scalars(
-        select(Charge).where(
-            Charge.organization_id == org_id, Charge.customer_id.in_(customer_ids),
-            Charge.invoice_id.is_(None), Charge.billable_at <= as_of,
-        ).order_by(Charge.billable_at, Charge.id)
+        select(Charge)
+        .where(
+            Charge.organization_id == org_id,
+            Charge.customer_id.in_(customer_ids),
+            Charge.invoice_id.is_(None),
+            Charge.billable_at <= as_of,
+        )
+        .order_by(Charge.billable_at, Charge.id)
     ):
         charges[charge.customer_id].append(charge)
     redemptions: dict[str, list[CouponRedemption]] = defaultdict(list)
     for redemption in session.scalars(
-        select(CouponRedemption).where(
-            CouponRedemption.customer_id.in_(customer_ids), CouponRedemption.active.is_(True)
-        ).order_by(CouponRedemption.created_at)
+        select(CouponRedemption)
+        .where(CouponRedemption.customer_id.in_(customer_ids), CouponRedemption.active.is_(True))
+        .order_by(CouponRedemption.created_at)
     ):
         redemptions[redemption.customer_id].append(redemption)
 
@@ -273,30 +299,36 @@ def _bill_batch(session: Session, actor: Actor, ctx: _RunContext, customer_ids: 
         state = SubscriptionState(
             id=subscription.id,
             anchor_date=subscription.anchor_date,
-            changes=tuple(_to_change(row, i, customer.timezone)
-                          for i, row in enumerate(changes[subscription.id])),
+            changes=tuple(
+                _to_change(row, i, customer.timezone)
+                for i, row in enumerate(changes[subscription.id])
+            ),
             trial_end=subscription.trial_end_at,
             next_billing_at=subscription.next_billing_at,
             rerate_from=subscription.rerate_from,
         )
         sub_usage = usage.get(subscription.id, [])
 
-        def usage_for(period: BillingPeriod, records: list[UsageRecord] = sub_usage
-                      ) -> dict[str, UsageTotals]:
+        def usage_for(
+            period: BillingPeriod, records: list[UsageRecord] = sub_usage
+        ) -> dict[str, UsageTotals]:
             return _usage_totals(records, period)
 
-        outcome = bill_subscription(sub_context, state, ctx.catalog, as_of,
-                                    billed.get(subscription.id, {}), usage_for)
+        outcome = bill_subscription(
+            sub_context, state, ctx.catalog, as_of, billed.get(subscription.id, {}), usage_for
+        )
         for bill in outcome.bills:
             billing_date = local_date(bill.billing_at, customer.timezone)
             lines, guards = drafts[customer.id].setdefault(billing_date, ([], []))
             lines.extend(bill.lines)
             guards.extend((subscription.id, g) for g in bill.guards)
-        cursor_updates.append({
-            "id": subscription.id,
-            "next_billing_at": outcome.next_billing_at,
-            "status": "ended" if outcome.ended else subscription.status,
-        })
+        cursor_updates.append(
+            {
+                "id": subscription.id,
+                "next_billing_at": outcome.next_billing_at,
+                "status": "ended" if outcome.ended else subscription.status,
+            }
+        )
     for customer_id, customer_charges in charges.items():
         customer = customers[customer_id]
         dates = drafts[customer_id]
@@ -319,16 +351,24 @@ def _bill_batch(session: Session, actor: Actor, ctx: _RunContext, customer_ids: 
             draft = existing.get((customer_id, billing_date))
             invoice_id = draft.id if draft is not None else new_id("inv")
             prior_lines = _prior_lines(session, draft) if draft is not None else []
-            discounts = draft.discounts if draft is not None else _coupon_discounts(
-                ctx, redemptions[customer_id], redemption_updates)
+            discounts = (
+                draft.discounts
+                if draft is not None
+                else _coupon_discounts(ctx, redemptions[customer_id], redemption_updates)
+            )
             rated = _rate(ctx, customer, lines, prior_lines, discounts)
             totals, line_payloads = rated
             preview = DraftPreview(
-                customer_id=customer.id, customer_name=customer.legal_name,
-                billing_date=billing_date, currency=customer.currency,
-                lines=line_payloads, subtotal_minor=totals.subtotal_minor,
-                discount_minor=totals.discount_minor, tax_minor=totals.tax_minor,
-                total_minor=totals.total_minor, invoice_id=invoice_id,
+                customer_id=customer.id,
+                customer_name=customer.legal_name,
+                billing_date=billing_date,
+                currency=customer.currency,
+                lines=line_payloads,
+                subtotal_minor=totals.subtotal_minor,
+                discount_minor=totals.discount_minor,
+                tax_minor=totals.tax_minor,
+                total_minor=totals.total_minor,
+                invoice_id=invoice_id,
             )
             result.totals_by_currency[customer.currency] = (
                 result.totals_by_currency.get(customer.currency, 0) + totals.total_minor
@@ -338,24 +378,45 @@ def _bill_batch(session: Session, actor: Actor, ctx: _RunContext, customer_ids: 
                 continue
             invoice_values = _invoice_values(ctx, customer, totals)
             if draft is None:
-                invoice_rows.append({
-                    "id": invoice_id, "organization_id": org_id, "customer_id": customer.id,
-                    "number": None, "status": "draft",
-                    "approval_status": _approval_status(ctx.org, customer.currency,
-                                                        totals.total_minor),
-                    "approved_by": None, "currency": customer.currency,
-                    "billing_date": billing_date, "issue_date": None, "due_date": None,
-                    "po_number": None, "notes": None, "discounts": discounts,
-                    "customer_snapshot": None, "created_by": actor.key_id, "created_at": now,
-                    "issued_at": None, "voided_at": None, "void_reason": None,
-                    **invoice_values,
-                })
+                invoice_rows.append(
+                    {
+                        "id": invoice_id,
+                        "organization_id": org_id,
+                        "customer_id": customer.id,
+                        "number": None,
+                        "status": "draft",
+                        "approval_status": _approval_status(
+                            ctx.org, customer.currency, totals.total_minor
+                        ),
+                        "approved_by": None,
+                        "currency": customer.currency,
+                        "billing_date": billing_date,
+                        "issue_date": None,
+                        "due_date": None,
+                        "po_number": None,
+                        "notes": None,
+                        "discounts": discounts,
+                        "customer_snapshot": None,
+                        "created_by": actor.key_id,
+                        "created_at": now,
+                        "issued_at": None,
+                        "voided_at": None,
+                        "void_reason": None,
+                        **invoice_values,
+                    }
+                )
                 result.invoices_created += 1
             else:
-                session.execute(update(Invoice).where(Invoice.id == draft.id).values(
-                    approval_status=_approval_status(ctx.org, customer.currency,
-                                                     totals.total_minor),
-                    **invoice_values))
+                session.execute(
+                    update(Invoice)
+                    .where(Invoice.id == draft.id)
+                    .values(
+                        approval_status=_approval_status(
+                            ctx.org, customer.currency, totals.total_minor
+                        ),
+                        **invoice_values,
+                    )
+                )
                 result.invoices_updated += 1
             if result.invoice_ids is not None:
                 result.invoice_ids.append(invoice_id)
@@ -364,20 +425,31 @@ def _bill_batch(session: Session, actor: Actor, ctx: _RunContext, customer_ids: 
                 payload.update(invoice_id=invoice_id, organization_id=org_id, position=position)
                 line_rows.append(payload)
             for prior, payload in zip(prior_lines, line_payloads[:start], strict=True):
-                session.execute(update(InvoiceLine).where(InvoiceLine.id == prior.id).values(
-                    subtotal_minor=payload["subtotal_minor"],
-                    discount_minor=payload["discount_minor"], tax_minor=payload["tax_minor"],
-                    total_minor=payload["total_minor"], explanation=payload["explanation"]))
+                session.execute(
+                    update(InvoiceLine)
+                    .where(InvoiceLine.id == prior.id)
+                    .values(
+                        subtotal_minor=payload["subtotal_minor"],
+                        discount_minor=payload["discount_minor"],
+                        tax_minor=payload["tax_minor"],
+                        total_minor=payload["total_minor"],
+                        explanation=payload["explanation"],
+                    )
+                )
             for subscription_id, guard in guards:
-                guard_rows.append({
-                    "id": new_id("spi"), "organization_id": org_id,
-                    "subscription_id": subscription_id, "period_start": guard.period_start,
-                    "period_end": guard.period_end, "timing": guard.timing,
-                    "invoice_id": invoice_id,
-                })
+                guard_rows.append(
+                    {
+                        "id": new_id("spi"),
+                        "organization_id": org_id,
+                        "subscription_id": subscription_id,
+                        "period_start": guard.period_start,
+                        "period_end": guard.period_end,
+                        "timing": guard.timing,
+                        "invoice_id": invoice_id,
+                    }
+                )
             charge_updates.extend(
-                {"id": line.charge_id, "invoice_id": invoice_id}
-                for line in lines if line.charge_id
+                {"id": line.charge_id, "invoice_id": invoice_id} for line in lines if line.charge_id
             )
     if dry_run:
         return
@@ -389,13 +461,19 @@ def _bill_batch(session: Session, actor: Actor, ctx: _RunContext, customer_ids: 
     if guard_rows:
         session.execute(insert(SubscriptionPeriodInvoice), guard_rows)
     for values in cursor_updates:
-        session.execute(update(Subscription).where(Subscription.id == values["id"]).values(
-            next_billing_at=values["next_billing_at"], status=values["status"],
-            rerate_from=None))
+        session.execute(
+            update(Subscription)
+            .where(Subscription.id == values["id"])
+            .values(
+                next_billing_at=values["next_billing_at"], status=values["status"], rerate_from=None
+            )
+        )
     for values in charge_updates:
-        session.execute(update(Charge).where(
-            Charge.id == values["id"], Charge.invoice_id.is_(None)
-        ).values(invoice_id=values["invoice_id"]))
+        session.execute(
+            update(Charge)
+            .where(Charge.id == values["id"], Charge.invoice_id.is_(None))
+            .values(invoice_id=values["invoice_id"])
+        )
     for redemption_id, uses in redemption_updates.items():
         redemption = session.get(CouponRedemption, redemption_id)
         assert redemption is not None
@@ -407,8 +485,14 @@ def _bill_batch(session: Session, actor: Actor, ctx: _RunContext, customer_ids: 
         ):
             redemption.active = False
     if invoice_rows:
-        audit(session, actor, "billing_run.drafts_created", "billing_run", as_of.isoformat()[:40],
-              {"as_of": as_of.isoformat(), "invoices": len(invoice_rows)})
+        audit(
+            session,
+            actor,
+            "billing_run.drafts_created",
+            "billing_run",
+            as_of.isoformat()[:40],
+            {"as_of": as_of.isoformat(), "invoices": len(invoice_rows)},
+        )
 
 
 def _to_change(row: SubscriptionChange, sequence: int, timezone: str) -> Change:
@@ -420,28 +504,41 @@ def _to_change(row: SubscriptionChange, sequence: int, timezone: str) -> Change:
     return Change(ChangeKind(row.kind), effective, row.plan_id, row.quantity, sequence)
 
 
-def _billed_coverage(session: Session, subscriptions: list[Subscription]
-                     ) -> dict[str, dict[tuple[datetime, str], list[Coverage]]]:
+def _billed_coverage(
+    session: Session, subscriptions: list[Subscription]
+) -> dict[str, dict[tuple[datetime, str], list[Coverage]]]:
     """What was already invoiced (not void) for subscriptions with a pending re-rate."""
     result: dict[str, dict[tuple[datetime, str], list[Coverage]]] = defaultdict(dict)
     if not subscriptions:
         return result
     ids = [s.id for s in subscriptions]
     guards = session.execute(
-        select(SubscriptionPeriodInvoice.subscription_id, SubscriptionPeriodInvoice.period_start,
-               SubscriptionPeriodInvoice.timing)
-        .where(SubscriptionPeriodInvoice.subscription_id.in_(ids))
+        select(
+            SubscriptionPeriodInvoice.subscription_id,
+            SubscriptionPeriodInvoice.period_start,
+            SubscriptionPeriodInvoice.timing,
+        ).where(SubscriptionPeriodInvoice.subscription_id.in_(ids))
     ).all()
     for sub_id, period_start, timing in guards:
         result[sub_id].setdefault((period_start, timing), [])
     rows = session.execute(
-        select(InvoiceLine.subscription_id, InvoiceLine.period_start, InvoiceLine.price_id,
-               InvoiceLine.quantity, InvoiceLine.service_from, InvoiceLine.service_to,
-               InvoiceLine.coverage_weight, Price.timing)
+        select(
+            InvoiceLine.subscription_id,
+            InvoiceLine.period_start,
+            InvoiceLine.price_id,
+            InvoiceLine.quantity,
+            InvoiceLine.service_from,
+            InvoiceLine.service_to,
+            InvoiceLine.coverage_weight,
+            Price.timing,
+        )
         .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
         .join(Price, Price.id == InvoiceLine.price_id)
-        .where(InvoiceLine.subscription_id.in_(ids), InvoiceLine.coverage_weight != 0,
-               Invoice.status != "void")
+        .where(
+            InvoiceLine.subscription_id.in_(ids),
+            InvoiceLine.coverage_weight != 0,
+            Invoice.status != "void",
+        )
     ).all()
     for sub_id, period_start, price_id, quantity, start, end, weight, timing in rows:
         result[sub_id].setdefault((period_start, timing), []).append(
@@ -450,22 +547,31 @@ def _billed_coverage(session: Session, subscriptions: list[Subscription]
     return result
 
 
-def _usage(session: Session, ctx: _RunContext, subscriptions: list[Subscription],
-           as_of: datetime) -> dict[str, list[UsageRecord]]:
+def _usage(
+    session: Session, ctx: _RunContext, subscriptions: list[Subscription], as_of: datetime
+) -> dict[str, list[UsageRecord]]:
     metered_plans = {
-        plan.id for plan in ctx.plans.values()
-        if any(ctx.catalog.prices.get(code) and ctx.catalog.prices[code][-1].kind == "usage"
-               for code in plan.price_codes)
+        plan.id
+        for plan in ctx.plans.values()
+        if any(
+            ctx.catalog.prices.get(code) and ctx.catalog.prices[code][-1].kind == "usage"
+            for code in plan.price_codes
+        )
     }
     ids = [s.id for s in subscriptions if s.plan_id in metered_plans]
     if not ids:
         return {}
     earliest = min(s.next_billing_at for s in subscriptions if s.id in ids) - timedelta(days=400)
     result: dict[str, list[UsageRecord]] = defaultdict(list)
-    for record in session.scalars(select(UsageRecord).where(
-        UsageRecord.subscription_id.in_(ids), UsageRecord.occurred_at >= earliest,
-        UsageRecord.occurred_at < as_of,
-    ).order_by(UsageRecord.occurred_at, UsageRecord.id)):
+    for record in session.scalars(
+        select(UsageRecord)
+        .where(
+            UsageRecord.subscription_id.in_(ids),
+            UsageRecord.occurred_at >= earliest,
+            UsageRecord.occurred_at < as_of,
+        )
+        .order_by(UsageRecord.occurred_at, UsageRecord.id)
+    ):
         result[record.subscription_id].append(record)
     return result
 
@@ -488,64 +594,92 @@ def _usage_totals(records: list[UsageRecord], period: BillingPeriod) -> dict[str
 def _charge_line(charge: Charge, ctx: _RunContext) -> DraftLine:
     amount = charge.quantity * charge.unit_price
     return DraftLine(
-        kind=charge.kind, description=charge.description, amount=amount,
-        quantity=charge.quantity, unit_price=charge.unit_price, product_id=charge.product_id,
+        kind=charge.kind,
+        description=charge.description,
+        amount=amount,
+        quantity=charge.quantity,
+        unit_price=charge.unit_price,
+        product_id=charge.product_id,
         charge_id=charge.id,
         explanation={
             "source": charge.kind,
             "charge": {
-                "id": charge.id, "kind": charge.kind, "quantity": str(charge.quantity),
+                "id": charge.id,
+                "kind": charge.kind,
+                "quantity": str(charge.quantity),
                 "unit_price": str(charge.unit_price),
                 "reference": charge.details.get("reference") if charge.details else None,
-                "service_date": None if charge.service_date is None
+                "service_date": None
+                if charge.service_date is None
                 else charge.service_date.isoformat(),
             },
-            "quantity": {"value": str(charge.quantity),
-                         "source": charge.details.get("quantity_source", "entered on the charge")
-                         if charge.details else "entered on the charge"},
+            "quantity": {
+                "value": str(charge.quantity),
+                "source": charge.details.get("quantity_source", "entered on the charge")
+                if charge.details
+                else "entered on the charge",
+            },
             "exact_amount": str(amount),
         },
     )
 
 
-def _existing_drafts(session: Session, org_id: str,
-                     drafts: dict[str, dict[date, Any]]) -> dict[tuple[str, date], Invoice]:
+def _existing_drafts(
+    session: Session, org_id: str, drafts: dict[str, dict[date, Any]]
+) -> dict[tuple[str, date], Invoice]:
     customer_ids = [c for c, by_date in drafts.items() if by_date]
     if not customer_ids:
         return {}
-    rows = session.scalars(select(Invoice).where(
-        Invoice.organization_id == org_id, Invoice.customer_id.in_(customer_ids),
-        Invoice.status == "draft",
-    ))
+    rows = session.scalars(
+        select(Invoice).where(
+            Invoice.organization_id == org_id,
+            Invoice.customer_id.in_(customer_ids),
+            Invoice.status == "draft",
+        )
+    )
     return {(row.customer_id, row.billing_date): row for row in rows}
 
 
 def _prior_lines(session: Session, draft: Invoice) -> list[InvoiceLine]:
-    return list(session.scalars(
-        select(InvoiceLine).where(InvoiceLine.invoice_id == draft.id)
-        .order_by(InvoiceLine.position)
-    ))
+    return list(
+        session.scalars(
+            select(InvoiceLine)
+            .where(InvoiceLine.invoice_id == draft.id)
+            .order_by(InvoiceLine.position)
+        )
+    )
 
 
-def _coupon_discounts(ctx: _RunContext, redemptions: list[CouponRedemption],
-                      updates: dict[str, int]) -> list[dict[str, Any]]:
+def _coupon_discounts(
+    ctx: _RunContext, redemptions: list[CouponRedemption], updates: dict[str, int]
+) -> list[dict[str, Any]]:
     result = []
     for redemption in redemptions:
         coupon = ctx.coupons[redemption.coupon_id]
         product_ids = None
         if coupon.product_codes:
             product_ids = [p.id for p in ctx.products.values() if p.code in coupon.product_codes]
-        result.append({
-            "key": coupon.code, "name": coupon.name, "kind": coupon.kind,
-            "value": str(coupon.value), "product_ids": product_ids, "coupon_id": coupon.id,
-        })
+        result.append(
+            {
+                "key": coupon.code,
+                "name": coupon.name,
+                "kind": coupon.kind,
+                "value": str(coupon.value),
+                "product_ids": product_ids,
+                "coupon_id": coupon.id,
+            }
+        )
         updates[redemption.id] = updates.get(redemption.id, 0) + 1
     return result
 
 
-def _rate(ctx: _RunContext, customer: Customer, lines: list[DraftLine],
-          prior: list[InvoiceLine], discounts: list[dict[str, Any]]
-          ) -> tuple[Any, list[dict[str, Any]]]:
+def _rate(
+    ctx: _RunContext,
+    customer: Customer,
+    lines: list[DraftLine],
+    prior: list[InvoiceLine],
+    discounts: list[dict[str, Any]],
+) -> tuple[Any, list[dict[str, Any]]]:
     """Tax and total all lines of one draft; return the totals and rows ready to insert."""
     treatment = treatment_of(customer)
     entries: list[tuple[str, Decimal, Any, str | None]] = []
@@ -565,28 +699,42 @@ def _rate(ctx: _RunContext, customer: Customer, lines: list[DraftLine],
         tail = line_explanation_tail(ctx.org, line_totals, amount, names, totals.legal_note)
         if index < len(prior):
             row = prior[index]
-            payloads.append({
-                "subtotal_minor": line_totals.subtotal_minor,
-                "discount_minor": line_totals.discount_minor,
-                "tax_minor": line_totals.tax_minor, "total_minor": line_totals.total_minor,
-                "explanation": {**row.explanation, **tail},
-            })
+            payloads.append(
+                {
+                    "subtotal_minor": line_totals.subtotal_minor,
+                    "discount_minor": line_totals.discount_minor,
+                    "tax_minor": line_totals.tax_minor,
+                    "total_minor": line_totals.total_minor,
+                    "explanation": {**row.explanation, **tail},
+                }
+            )
             continue
         line = lines[index - len(prior)]
-        payloads.append({
-            "id": key, "kind": line.kind, "description": line.description,
-            "product_id": line.product_id, "price_id": line.price_id,
-            "subscription_id": line.subscription_id, "charge_id": line.charge_id,
-            "period_start": line.period_start, "period_end": line.period_end,
-            "service_from": line.service_from, "service_to": line.service_to,
-            "coverage_weight": line.coverage_weight, "quantity": line.quantity,
-            "unit_price": line.unit_price, "amount": line.amount,
-            "subtotal_minor": line_totals.subtotal_minor,
-            "discount_minor": line_totals.discount_minor,
-            "tax_minor": line_totals.tax_minor, "total_minor": line_totals.total_minor,
-            "taxes": taxes_to_json(rates),
-            "explanation": {**line.explanation, **tail},
-        })
+        payloads.append(
+            {
+                "id": key,
+                "kind": line.kind,
+                "description": line.description,
+                "product_id": line.product_id,
+                "price_id": line.price_id,
+                "subscription_id": line.subscription_id,
+                "charge_id": line.charge_id,
+                "period_start": line.period_start,
+                "period_end": line.period_end,
+                "service_from": line.service_from,
+                "service_to": line.service_to,
+                "coverage_weight": line.coverage_weight,
+                "quantity": line.quantity,
+                "unit_price": line.unit_price,
+                "amount": line.amount,
+                "subtotal_minor": line_totals.subtotal_minor,
+                "discount_minor": line_totals.discount_minor,
+                "tax_minor": line_totals.tax_minor,
+                "total_minor": line_totals.total_minor,
+                "taxes": taxes_to_json(rates),
+                "explanation": {**line.explanation, **tail},
+            }
+        )
     return totals, payloads
 
 
@@ -595,8 +743,13 @@ def _invoice_values(ctx: _RunContext, customer: Customer, totals: Any) -> dict[s
         "tax_treatment": totals.treatment.value,
         "legal_note": totals.legal_note,
         "tax_summary": [
-            {"code": t.code, "name": t.name, "percent": str(t.percent),
-             "taxable_minor": t.taxable_minor, "tax_minor": t.tax_minor}
+            {
+                "code": t.code,
+                "name": t.name,
+                "percent": str(t.percent),
+                "taxable_minor": t.taxable_minor,
+                "tax_minor": t.tax_minor,
+            }
             for t in totals.tax_summary
         ],
         "subtotal_minor": totals.subtotal_minor,

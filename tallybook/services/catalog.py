@@ -13,7 +13,16 @@ from sqlalchemy.orm import Session
 from tallybook.core.money import MoneyError, parse_decimal
 from tallybook.core.periods import Interval, IntervalUnit
 from tallybook.core.pricing import PriceTerms, PricingError
-from tallybook.db.models import Coupon, CouponRedemption, Customer, Plan, Price, Product, TaxRate, new_id
+from tallybook.db.models import (
+    Coupon,
+    CouponRedemption,
+    Customer,
+    Plan,
+    Price,
+    Product,
+    TaxRate,
+    new_id,
+)
 from tallybook.services.base import (
     MANAGERS,
     WRITERS,
@@ -54,6 +63,7 @@ def _interval(unit: str, count: int, field: str = "interval") -> Interval:
 
 # -- tax rates ---------------------------------------------------------------------------------
 
+
 def create_tax_rate(db: Database, actor: Actor, values: dict[str, Any]) -> TaxRate:
     actor.require(*MANAGERS, action="manage tax rates")
     _required(values, "code", "name", "jurisdiction", "percent")
@@ -63,15 +73,25 @@ def create_tax_rate(db: Database, actor: Actor, values: dict[str, Any]) -> TaxRa
     try:
         with db.transaction() as session:
             row = TaxRate(
-                id=new_id("txr"), organization_id=actor.organization_id, code=values["code"],
-                name=values["name"], jurisdiction=str(values["jurisdiction"]).upper(),
-                tax_category=values.get("tax_category", "standard"), percent=percent,
+                id=new_id("txr"),
+                organization_id=actor.organization_id,
+                code=values["code"],
+                name=values["name"],
+                jurisdiction=str(values["jurisdiction"]).upper(),
+                tax_category=values.get("tax_category", "standard"),
+                percent=percent,
                 created_at=utcnow(),
             )
             session.add(row)
             session.flush()
-            audit(session, actor, "tax_rate.created", "tax_rate", row.id,
-                  {"code": row.code, "percent": str(percent)})
+            audit(
+                session,
+                actor,
+                "tax_rate.created",
+                "tax_rate",
+                row.id,
+                {"code": row.code, "percent": str(percent)},
+            )
     except IntegrityError:
         raise Conflict(f"code: tax rate {values['code']!r} already exists", field="code") from None
     return row
@@ -79,8 +99,13 @@ def create_tax_rate(db: Database, actor: Actor, values: dict[str, Any]) -> TaxRa
 
 def list_tax_rates(db: Database, actor: Actor) -> list[TaxRate]:
     with db.reading() as session:
-        return list(session.scalars(select(TaxRate).where(
-            TaxRate.organization_id == actor.organization_id).order_by(TaxRate.code)))
+        return list(
+            session.scalars(
+                select(TaxRate)
+                .where(TaxRate.organization_id == actor.organization_id)
+                .order_by(TaxRate.code)
+            )
+        )
 
 
 def jurisdictions_of(country: str, region: str | None, city: str | None) -> list[str]:
@@ -95,16 +120,21 @@ def jurisdictions_of(country: str, region: str | None, city: str | None) -> list
 
 # -- products and prices -----------------------------------------------------------------------
 
+
 def create_product(db: Database, actor: Actor, values: dict[str, Any]) -> Product:
     actor.require(*MANAGERS, action="manage the catalog")
     _required(values, "code", "name")
     try:
         with db.transaction() as session:
             row = Product(
-                id=new_id("prod"), organization_id=actor.organization_id, code=values["code"],
-                name=values["name"], description=values.get("description"),
+                id=new_id("prod"),
+                organization_id=actor.organization_id,
+                code=values["code"],
+                name=values["name"],
+                description=values.get("description"),
                 tax_category=values.get("tax_category", "standard"),
-                unit_label=values.get("unit_label"), created_at=utcnow(),
+                unit_label=values.get("unit_label"),
+                created_at=utcnow(),
             )
             session.add(row)
             session.flush()
@@ -116,8 +146,13 @@ def create_product(db: Database, actor: Actor, values: dict[str, Any]) -> Produc
 
 def list_products(db: Database, actor: Actor) -> list[Product]:
     with db.reading() as session:
-        return list(session.scalars(select(Product).where(
-            Product.organization_id == actor.organization_id).order_by(Product.code)))
+        return list(
+            session.scalars(
+                select(Product)
+                .where(Product.organization_id == actor.organization_id)
+                .order_by(Product.code)
+            )
+        )
 
 
 def _terms(values: dict[str, Any]) -> PriceTerms:
@@ -153,50 +188,90 @@ def create_price(db: Database, actor: Actor, values: dict[str, Any]) -> Price:
         with db.transaction() as session:
             product = get_owned(session, Product, values["product_id"], actor)
             row = Price(
-                id=new_id("price"), organization_id=actor.organization_id,
-                product_id=product.id, code=values["code"], version=1, currency=currency,
-                kind=kind, interval_unit=interval.unit.value, interval_count=interval.count,
-                timing=timing, terms=terms.to_dict(), effective_from=effective_from,
+                id=new_id("price"),
+                organization_id=actor.organization_id,
+                product_id=product.id,
+                code=values["code"],
+                version=1,
+                currency=currency,
+                kind=kind,
+                interval_unit=interval.unit.value,
+                interval_count=interval.count,
+                timing=timing,
+                terms=terms.to_dict(),
+                effective_from=effective_from,
                 created_at=now,
             )
             session.add(row)
             session.flush()
-            audit(session, actor, "price.created", "price", row.id,
-                  {"code": row.code, "version": 1, "terms": row.terms})
+            audit(
+                session,
+                actor,
+                "price.created",
+                "price",
+                row.id,
+                {"code": row.code, "version": 1, "terms": row.terms},
+            )
     except IntegrityError:
-        raise Conflict(f"code: price {values['code']!r} already exists; post a new version to "
-                       "change it", field="code") from None
+        raise Conflict(
+            f"code: price {values['code']!r} already exists; post a new version to change it",
+            field="code",
+        ) from None
     return row
 
 
-def new_price_version(db: Database, actor: Actor, code: str, terms: dict[str, Any],
-                      effective_from: datetime | None = None) -> Price:
+def new_price_version(
+    db: Database,
+    actor: Actor,
+    code: str,
+    terms: dict[str, Any],
+    effective_from: datetime | None = None,
+) -> Price:
     """Change a price: a new version, in force from `effective_from` (default now)."""
     actor.require(*MANAGERS, action="manage the catalog")
     parsed = _terms({"terms": terms})
     with db.transaction() as session:
         latest = _latest_price(session, actor, code, lock=True)
         row = Price(
-            id=new_id("price"), organization_id=actor.organization_id,
-            product_id=latest.product_id, code=code, version=latest.version + 1,
-            currency=latest.currency, kind=latest.kind, interval_unit=latest.interval_unit,
-            interval_count=latest.interval_count, timing=latest.timing, terms=parsed.to_dict(),
-            effective_from=effective_from or utcnow(), created_at=utcnow(),
+            id=new_id("price"),
+            organization_id=actor.organization_id,
+            product_id=latest.product_id,
+            code=code,
+            version=latest.version + 1,
+            currency=latest.currency,
+            kind=latest.kind,
+            interval_unit=latest.interval_unit,
+            interval_count=latest.interval_count,
+            timing=latest.timing,
+            terms=parsed.to_dict(),
+            effective_from=effective_from or utcnow(),
+            created_at=utcnow(),
         )
         if row.effective_from < latest.effective_from:
-            raise InvalidInput("effective_from: a new version cannot take effect before the "
-                               "previous one", field="effective_from")
+            raise InvalidInput(
+                "effective_from: a new version cannot take effect before the previous one",
+                field="effective_from",
+            )
         session.add(row)
         session.flush()
-        audit(session, actor, "price.versioned", "price", row.id,
-              {"code": code, "version": row.version, "before": latest.terms, "after": row.terms})
+        audit(
+            session,
+            actor,
+            "price.versioned",
+            "price",
+            row.id,
+            {"code": code, "version": row.version, "before": latest.terms, "after": row.terms},
+        )
     return row
 
 
 def _latest_price(session: Session, actor: Actor, code: str, *, lock: bool = False) -> Price:
-    query = select(Price).where(
-        Price.organization_id == actor.organization_id, Price.code == code
-    ).order_by(Price.version.desc()).limit(1)
+    query = (
+        select(Price)
+        .where(Price.organization_id == actor.organization_id, Price.code == code)
+        .order_by(Price.version.desc())
+        .limit(1)
+    )
     if lock:
         query = query.with_for_update()
     row = session.scalars(query).first()
@@ -220,6 +295,7 @@ def list_prices(db: Database, actor: Actor, code: str | None = None) -> list[Pri
 
 # -- plans -------------------------------------------------------------------------------------
 
+
 def create_plan(db: Database, actor: Actor, values: dict[str, Any]) -> Plan:
     actor.require(*MANAGERS, action="manage the catalog")
     _required(values, "code", "name", "currency", "price_codes")
@@ -230,36 +306,59 @@ def create_plan(db: Database, actor: Actor, values: dict[str, Any]) -> Plan:
         raise InvalidInput("price_codes: give at least one price code", field="price_codes")
     trial_days = values.get("trial_days", 0)
     if not isinstance(trial_days, int) or trial_days < 0:
-        raise InvalidInput("trial_days: must be a whole number of days, 0 or more",
-                           field="trial_days")
+        raise InvalidInput(
+            "trial_days: must be a whole number of days, 0 or more", field="trial_days"
+        )
     try:
         with db.transaction() as session:
             for index, code in enumerate(codes):
-                price = session.scalars(select(Price).where(
-                    Price.organization_id == actor.organization_id, Price.code == code
-                ).limit(1)).first()
+                price = session.scalars(
+                    select(Price)
+                    .where(Price.organization_id == actor.organization_id, Price.code == code)
+                    .limit(1)
+                ).first()
                 if price is None:
-                    raise InvalidInput(f"price_codes[{index}]: no price {code!r}",
-                                       field="price_codes")
+                    raise InvalidInput(
+                        f"price_codes[{index}]: no price {code!r}", field="price_codes"
+                    )
                 if price.currency != currency:
-                    raise InvalidInput(f"price_codes[{index}]: price {code} is in {price.currency}"
-                                       f", the plan in {currency}", field="price_codes")
+                    raise InvalidInput(
+                        f"price_codes[{index}]: price {code} is in {price.currency}"
+                        f", the plan in {currency}",
+                        field="price_codes",
+                    )
                 if (price.interval_unit, price.interval_count) != (
-                    interval.unit.value, interval.count
+                    interval.unit.value,
+                    interval.count,
                 ):
-                    raise InvalidInput(f"price_codes[{index}]: price {code} bills every "
-                                       f"{price.interval_count} {price.interval_unit}, the plan "
-                                       f"{interval.label()}", field="price_codes")
+                    raise InvalidInput(
+                        f"price_codes[{index}]: price {code} bills every "
+                        f"{price.interval_count} {price.interval_unit}, the plan "
+                        f"{interval.label()}",
+                        field="price_codes",
+                    )
             row = Plan(
-                id=new_id("plan"), organization_id=actor.organization_id, code=values["code"],
-                name=values["name"], currency=currency, interval_unit=interval.unit.value,
-                interval_count=interval.count, price_codes=list(codes), trial_days=trial_days,
+                id=new_id("plan"),
+                organization_id=actor.organization_id,
+                code=values["code"],
+                name=values["name"],
+                currency=currency,
+                interval_unit=interval.unit.value,
+                interval_count=interval.count,
+                price_codes=list(codes),
+                trial_days=trial_days,
                 created_at=utcnow(),
             )
             session.add(row)
             session.flush()
-            audit(session, actor, "plan.created", "plan", row.id,
-                  {"code": row.code, "price_codes": codes})
+            audit(
+                session,
+                actor,
+                "plan.created",
+                "plan",
+                row.id,
+                {"code": row.code, "price_codes": codes},
+            )
     except IntegrityError:
         raise Conflict(f"code: plan {values['code']!r} already exists", field="code") from None
     return row
@@ -272,11 +371,17 @@ def get_plan(db: Database, actor: Actor, plan_id: str) -> Plan:
 
 def list_plans(db: Database, actor: Actor) -> list[Plan]:
     with db.reading() as session:
-        return list(session.scalars(select(Plan).where(
-            Plan.organization_id == actor.organization_id).order_by(Plan.code)))
+        return list(
+            session.scalars(
+                select(Plan)
+                .where(Plan.organization_id == actor.organization_id)
+                .order_by(Plan.code)
+            )
+        )
 
 
 # -- coupons -----------------------------------------------------------------------------------
+
 
 def create_coupon(db: Database, actor: Actor, values: dict[str, Any]) -> Coupon:
     actor.require(*MANAGERS, action="manage coupons")
@@ -286,28 +391,37 @@ def create_coupon(db: Database, actor: Actor, values: dict[str, Any]) -> Coupon:
         raise InvalidInput("kind: must be percent or fixed", field="kind")
     value = _decimal(values["value"], "value")
     if value <= 0 or (kind == "percent" and value > 100):
-        raise InvalidInput("value: a percentage is above 0 and at most 100; an amount above 0",
-                           field="value")
+        raise InvalidInput(
+            "value: a percentage is above 0 and at most 100; an amount above 0", field="value"
+        )
     currency = values.get("currency")
     if kind == "fixed":
         if not currency:
-            raise InvalidInput("currency: a fixed-amount coupon needs a currency",
-                               field="currency")
+            raise InvalidInput("currency: a fixed-amount coupon needs a currency", field="currency")
         currency = check_currency(currency)
     duration = values["duration"]
     periods = values.get("duration_periods")
     if duration not in ("once", "repeating", "forever"):
         raise InvalidInput("duration: must be once, repeating or forever", field="duration")
     if duration == "repeating" and (not isinstance(periods, int) or periods < 1):
-        raise InvalidInput("duration_periods: a repeating coupon needs a number of invoices",
-                           field="duration_periods")
+        raise InvalidInput(
+            "duration_periods: a repeating coupon needs a number of invoices",
+            field="duration_periods",
+        )
     try:
         with db.transaction() as session:
             row = Coupon(
-                id=new_id("coup"), organization_id=actor.organization_id, code=values["code"],
-                name=values["name"], kind=kind, value=value, currency=currency,
-                duration=duration, duration_periods=periods if duration == "repeating" else None,
-                product_codes=values.get("product_codes"), created_at=utcnow(),
+                id=new_id("coup"),
+                organization_id=actor.organization_id,
+                code=values["code"],
+                name=values["name"],
+                kind=kind,
+                value=value,
+                currency=currency,
+                duration=duration,
+                duration_periods=periods if duration == "repeating" else None,
+                product_codes=values.get("product_codes"),
+                created_at=utcnow(),
             )
             session.add(row)
             session.flush()
@@ -319,31 +433,54 @@ def create_coupon(db: Database, actor: Actor, values: dict[str, Any]) -> Coupon:
 
 def list_coupons(db: Database, actor: Actor) -> list[Coupon]:
     with db.reading() as session:
-        return list(session.scalars(select(Coupon).where(
-            Coupon.organization_id == actor.organization_id).order_by(Coupon.code)))
+        return list(
+            session.scalars(
+                select(Coupon)
+                .where(Coupon.organization_id == actor.organization_id)
+                .order_by(Coupon.code)
+            )
+        )
 
 
-def apply_coupon(db: Database, actor: Actor, customer_id: str, coupon_code: str) -> CouponRedemption:
+def apply_coupon(
+    db: Database, actor: Actor, customer_id: str, coupon_code: str
+) -> CouponRedemption:
     """Attach a coupon to a customer; it discounts the customer's next invoices."""
     actor.require(*WRITERS, action="apply coupons")
     with db.transaction() as session:
         customer = get_owned(session, Customer, customer_id, actor)
-        coupon = session.scalars(select(Coupon).where(
-            Coupon.organization_id == actor.organization_id, Coupon.code == coupon_code)).first()
+        coupon = session.scalars(
+            select(Coupon).where(
+                Coupon.organization_id == actor.organization_id, Coupon.code == coupon_code
+            )
+        ).first()
         if coupon is None:
             raise NotFound(f"coupon {coupon_code} not found")
         if coupon.kind == "fixed" and coupon.currency != customer.currency:
-            raise InvalidInput(f"coupon: {coupon.code} is in {coupon.currency}, the customer "
-                               f"bills in {customer.currency}", field="coupon")
-        active = session.scalar(select(func.count()).select_from(CouponRedemption).where(
-            CouponRedemption.customer_id == customer.id,
-            CouponRedemption.coupon_id == coupon.id, CouponRedemption.active.is_(True)))
+            raise InvalidInput(
+                f"coupon: {coupon.code} is in {coupon.currency}, the customer "
+                f"bills in {customer.currency}",
+                field="coupon",
+            )
+        active = session.scalar(
+            select(func.count())
+            .select_from(CouponRedemption)
+            .where(
+                CouponRedemption.customer_id == customer.id,
+                CouponRedemption.coupon_id == coupon.id,
+                CouponRedemption.active.is_(True),
+            )
+        )
         if active:
-            raise Conflict(f"coupon: {coupon.code} is already applied to this customer",
-                           field="coupon")
+            raise Conflict(
+                f"coupon: {coupon.code} is already applied to this customer", field="coupon"
+            )
         row = CouponRedemption(
-            id=new_id("red"), organization_id=actor.organization_id, coupon_id=coupon.id,
-            customer_id=customer.id, created_at=utcnow(),
+            id=new_id("red"),
+            organization_id=actor.organization_id,
+            coupon_id=coupon.id,
+            customer_id=customer.id,
+            created_at=utcnow(),
         )
         session.add(row)
         session.flush()

@@ -46,9 +46,15 @@ def create_contract(db: Database, actor: Actor, values: dict[str, Any]) -> Contr
     with db.transaction() as session:
         customer = get_owned(session, Customer, values["customer_id"], actor)
         contract = Contract(
-            id=new_id("ctr"), organization_id=actor.organization_id, customer_id=customer.id,
-            reference=values["reference"], name=values["name"], currency=customer.currency,
-            start_date=start, end_date=end, created_at=utcnow(),
+            id=new_id("ctr"),
+            organization_id=actor.organization_id,
+            customer_id=customer.id,
+            reference=values["reference"],
+            name=values["name"],
+            currency=customer.currency,
+            start_date=start,
+            end_date=end,
+            created_at=utcnow(),
         )
         session.add(contract)
         for index, milestone in enumerate(values.get("milestones") or []):
@@ -56,27 +62,47 @@ def create_contract(db: Database, actor: Actor, values: dict[str, Any]) -> Contr
                 raise InvalidInput(f"milestones[{index}].name: is required", field="milestones")
             amount = _decimal(milestone.get("amount"), f"milestones[{index}].amount")
             if amount <= 0:
-                raise InvalidInput(f"milestones[{index}].amount: must be positive",
-                                   field="milestones")
-            session.add(Milestone(
-                id=new_id("ms"), organization_id=actor.organization_id, contract_id=contract.id,
-                name=milestone["name"], product_id=milestone.get("product_id"), amount=amount,
-                created_at=utcnow()))
+                raise InvalidInput(
+                    f"milestones[{index}].amount: must be positive", field="milestones"
+                )
+            session.add(
+                Milestone(
+                    id=new_id("ms"),
+                    organization_id=actor.organization_id,
+                    contract_id=contract.id,
+                    name=milestone["name"],
+                    product_id=milestone.get("product_id"),
+                    amount=amount,
+                    created_at=utcnow(),
+                )
+            )
         session.flush()
-        audit(session, actor, "contract.created", "contract", contract.id,
-              {"reference": contract.reference})
+        audit(
+            session,
+            actor,
+            "contract.created",
+            "contract",
+            contract.id,
+            {"reference": contract.reference},
+        )
     return contract
 
 
 def list_milestones(db: Database, actor: Actor, contract_id: str) -> list[Milestone]:
     with db.reading() as session:
         get_owned(session, Contract, contract_id, actor)
-        return list(session.scalars(select(Milestone).where(
-            Milestone.contract_id == contract_id).order_by(Milestone.created_at)))
+        return list(
+            session.scalars(
+                select(Milestone)
+                .where(Milestone.contract_id == contract_id)
+                .order_by(Milestone.created_at)
+            )
+        )
 
 
-def complete_milestone(db: Database, actor: Actor, milestone_id: str,
-                       completed_at: Any = None) -> Charge:
+def complete_milestone(
+    db: Database, actor: Actor, milestone_id: str, completed_at: Any = None
+) -> Charge:
     """Mark a milestone complete: its fixed amount becomes a charge for the next run."""
     actor.require(*WRITERS, action="complete milestones")
     at = _instant(completed_at, "completed_at") or utcnow()
@@ -87,21 +113,35 @@ def complete_milestone(db: Database, actor: Actor, milestone_id: str,
         contract = session.get(Contract, milestone.contract_id)
         milestone.completed_at = at
         charge = Charge(
-            id=new_id("chg"), organization_id=actor.organization_id,
-            customer_id=contract.customer_id, contract_id=contract.id, kind="milestone",
+            id=new_id("chg"),
+            organization_id=actor.organization_id,
+            customer_id=contract.customer_id,
+            contract_id=contract.id,
+            kind="milestone",
             description=f"{contract.name}: milestone {milestone.name}",
-            product_id=milestone.product_id, currency=contract.currency,
-            quantity=Decimal(1), unit_price=milestone.amount, service_date=at.date(),
-            billable_at=at, details={"reference": f"contract {contract.reference}, milestone "
-                                                  f"{milestone.name}",
-                                     "quantity_source": "milestone marked complete"},
+            product_id=milestone.product_id,
+            currency=contract.currency,
+            quantity=Decimal(1),
+            unit_price=milestone.amount,
+            service_date=at.date(),
+            billable_at=at,
+            details={
+                "reference": f"contract {contract.reference}, milestone {milestone.name}",
+                "quantity_source": "milestone marked complete",
+            },
             created_at=utcnow(),
         )
         session.add(charge)
         milestone.charge_id = charge.id
         session.flush()
-        audit(session, actor, "milestone.completed", "milestone", milestone.id,
-              {"charge": charge.id, "amount": str(milestone.amount)})
+        audit(
+            session,
+            actor,
+            "milestone.completed",
+            "milestone",
+            milestone.id,
+            {"charge": charge.id, "amount": str(milestone.amount)},
+        )
     return charge
 
 
@@ -126,26 +166,43 @@ def create_charge(db: Database, actor: Actor, values: dict[str, Any]) -> Charge:
             contract_id = get_owned(session, Contract, values["contract_id"], actor).id
         if values.get("product_id"):
             get_owned(session, Product, values["product_id"], actor)
-        source = ("time entries: " + str(values.get("reference"))) if kind == (
-            "time_and_materials") else "entered on the charge"
+        source = (
+            ("time entries: " + str(values.get("reference")))
+            if kind == ("time_and_materials")
+            else "entered on the charge"
+        )
         charge = Charge(
-            id=new_id("chg"), organization_id=actor.organization_id, customer_id=customer.id,
-            contract_id=contract_id, kind=kind, description=values["description"],
-            product_id=values.get("product_id"), currency=customer.currency, quantity=quantity,
-            unit_price=unit_price, service_date=_date(values.get("service_date"), "service_date"),
+            id=new_id("chg"),
+            organization_id=actor.organization_id,
+            customer_id=customer.id,
+            contract_id=contract_id,
+            kind=kind,
+            description=values["description"],
+            product_id=values.get("product_id"),
+            currency=customer.currency,
+            quantity=quantity,
+            unit_price=unit_price,
+            service_date=_date(values.get("service_date"), "service_date"),
             billable_at=billable_at,
             details={"reference": values.get("reference"), "quantity_source": source},
             created_at=utcnow(),
         )
         session.add(charge)
         session.flush()
-        audit(session, actor, "charge.created", "charge", charge.id,
-              {"kind": kind, "amount": str(quantity * unit_price)})
+        audit(
+            session,
+            actor,
+            "charge.created",
+            "charge",
+            charge.id,
+            {"kind": kind, "amount": str(quantity * unit_price)},
+        )
     return charge
 
 
-def list_charges(db: Database, actor: Actor, customer_id: str | None = None,
-                 pending_only: bool = False) -> list[Charge]:
+def list_charges(
+    db: Database, actor: Actor, customer_id: str | None = None, pending_only: bool = False
+) -> list[Charge]:
     with db.reading() as session:
         query = select(Charge).where(Charge.organization_id == actor.organization_id)
         if customer_id:

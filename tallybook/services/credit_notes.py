@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -45,9 +45,13 @@ from tallybook.services.invoices import ISSUED_STATES, _refresh_amount_due, next
 from tallybook.services.rating import TaxTable, rate_invoice, treatment_of
 
 
-def create_credit_note(db: Database, actor: Actor, invoice_id: str,
-                       values: dict[str, Any]) -> CreditNote:
+def create_credit_note(
+    db: Database, actor: Actor, invoice_id: str, values: dict[str, Any]
+) -> CreditNote:
     """Credit an issued invoice, whole (no lines given) or per line by quantity or amount.
+
+    issue_date (optional, default today in the customer's time zone) dates and numbers the note;
+    it may not precede the invoice's issue date.
 
     settlement: reduce_amount_due (default) lowers what the customer owes on the invoice; any
     part above what is still due, or customer_credit, goes to the customer's credit balance.
@@ -58,22 +62,34 @@ def create_credit_note(db: Database, actor: Actor, invoice_id: str,
         raise InvalidInput("reason: say why the invoice is credited", field="reason")
     settlement = values.get("settlement", "reduce_amount_due")
     if settlement not in ("reduce_amount_due", "customer_credit"):
-        raise InvalidInput("settlement: must be reduce_amount_due or customer_credit",
-                           field="settlement")
+        raise InvalidInput(
+            "settlement: must be reduce_amount_due or customer_credit", field="settlement"
+        )
     with db.transaction() as session:
         invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
         if invoice.status not in ISSUED_STATES:
-            raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; only "
-                           "issued invoices can be credited")
+            raise Conflict(
+                f"invoice {invoice.number or invoice.id} is {invoice.status}; only "
+                "issued invoices can be credited"
+            )
         org = session.get(Organization, actor.organization_id)
-        lines = {line.id: line for line in session.scalars(select(InvoiceLine).where(
-            InvoiceLine.invoice_id == invoice.id).order_by(InvoiceLine.position))}
+        lines = {
+            line.id: line
+            for line in session.scalars(
+                select(InvoiceLine)
+                .where(InvoiceLine.invoice_id == invoice.id)
+                .order_by(InvoiceLine.position)
+            )
+        }
         positions = {str(i): lid for i, lid in enumerate(lines, start=1)}
         credited = _credited_so_far(session, invoice.id)
         requests = values.get("lines")
         if not requests:
-            requests = [{"line_id": lid} for lid, line in lines.items()
-                        if line.total_minor > 0 and _remaining(line, credited.get(lid))]
+            requests = [
+                {"line_id": lid}
+                for lid, line in lines.items()
+                if line.total_minor > 0 and _remaining(line, credited.get(lid))
+            ]
             if not requests:
                 raise Conflict("invoice is already fully credited")
         results = []
@@ -83,35 +99,45 @@ def create_credit_note(db: Database, actor: Actor, invoice_id: str,
             line_id = positions.get(ref, ref)
             line = lines.get(line_id)
             if line is None:
-                raise InvalidInput(f"{prefix}line_id: no line {ref!r} on this invoice",
-                                   field="lines")
+                raise InvalidInput(
+                    f"{prefix}line_id: no line {ref!r} on this invoice", field="lines"
+                )
             if line.total_minor < 0:
-                raise InvalidInput(f"{prefix}line_id: line {ref} is itself a credit",
-                                   field="lines")
-            quantity = None if request.get("quantity") is None else _decimal(
-                request["quantity"], f"{prefix}quantity")
+                raise InvalidInput(f"{prefix}line_id: line {ref} is itself a credit", field="lines")
+            quantity = (
+                None
+                if request.get("quantity") is None
+                else _decimal(request["quantity"], f"{prefix}quantity")
+            )
             amount_minor = None
             if request.get("amount") is not None:
                 amount = _decimal(request["amount"], f"{prefix}amount")
-                amount_minor = round_to_minor(amount, invoice.currency,
-                                              RoundingMode(org.rounding_mode))
+                amount_minor = round_to_minor(
+                    amount, invoice.currency, RoundingMode(org.rounding_mode)
+                )
             invoiced = InvoicedLine(
-                key=line.id, quantity=line.quantity if line.quantity > 0 else Decimal(1),
+                key=line.id,
+                quantity=line.quantity if line.quantity > 0 else Decimal(1),
                 taxable_minor=line.subtotal_minor - line.discount_minor,
                 taxes=tuple((t["code"], t["amount_minor"]) for t in _line_taxes(line)),
             )
             try:
                 credit = credit_line(
-                    invoiced, credited.get(line.id, CreditedSoFar()),
-                    CreditRequest(line.id, quantity, amount_minor), invoice.currency,
-                    RoundingMode(org.rounding_mode), field_prefix=prefix,
+                    invoiced,
+                    credited.get(line.id, CreditedSoFar()),
+                    CreditRequest(line.id, quantity, amount_minor),
+                    invoice.currency,
+                    RoundingMode(org.rounding_mode),
+                    field_prefix=prefix,
                 )
             except CreditError as error:
                 raise InvalidInput(str(error), field="lines") from None
             prior = credited.get(line.id, CreditedSoFar())
             credited[line.id] = CreditedSoFar(
-                prior.quantity + credit.quantity, prior.taxable_minor + credit.taxable_minor,
-                _merge_taxes(prior.taxes, credit.taxes))
+                prior.quantity + credit.quantity,
+                prior.taxable_minor + credit.taxable_minor,
+                _merge_taxes(prior.taxes, credit.taxes),
+            )
             results.append((line, credit))
         subtotal = sum(c.taxable_minor for _, c in results)
         tax = sum(c.tax_minor for _, c in results)
@@ -119,29 +145,54 @@ def create_credit_note(db: Database, actor: Actor, invoice_id: str,
         if total <= 0:
             raise InvalidInput("lines: the credit note would credit nothing", field="lines")
         customer = session.get(Customer, invoice.customer_id, with_for_update=True)
-        day = local_date(utcnow(), customer.timezone)
+        day = _issue_date(values.get("issue_date")) or local_date(utcnow(), customer.timezone)
+        if invoice.issue_date is not None and day < invoice.issue_date:
+            raise InvalidInput(
+                f"issue_date: {day} is before the invoice's issue date {invoice.issue_date}",
+                field="issue_date",
+            )
         note = CreditNote(
-            id=new_id("cn"), organization_id=org.id, invoice_id=invoice.id,
+            id=new_id("cn"),
+            organization_id=org.id,
+            invoice_id=invoice.id,
             customer_id=customer.id,
-            number=next_number(session, org.id, "credit_note", org.credit_note_number_pattern,
-                               day),
-            currency=invoice.currency, reason=reason, settlement=settlement, issue_date=day,
-            subtotal_minor=subtotal, tax_minor=tax, total_minor=total,
-            created_by=actor.key_id, created_at=utcnow(),
+            number=next_number(session, org.id, "credit_note", org.credit_note_number_pattern, day),
+            currency=invoice.currency,
+            reason=reason,
+            settlement=settlement,
+            issue_date=day,
+            subtotal_minor=subtotal,
+            tax_minor=tax,
+            total_minor=total,
+            created_by=actor.key_id,
+            created_at=utcnow(),
         )
         session.add(note)
         session.flush()
         for line, credit in results:
             tax_names = {t["code"]: t for t in _line_taxes(line)}
-            session.add(CreditNoteLine(
-                id=new_id("cnl"), organization_id=org.id, credit_note_id=note.id,
-                invoice_line_id=line.id, description=line.description,
-                quantity=credit.quantity, subtotal_minor=credit.taxable_minor,
-                tax_minor=credit.tax_minor, total_minor=credit.total_minor,
-                taxes=[{"code": code, "name": tax_names[code]["name"],
-                        "percent": tax_names[code]["percent"], "amount_minor": amount}
-                       for code, amount in credit.taxes],
-            ))
+            session.add(
+                CreditNoteLine(
+                    id=new_id("cnl"),
+                    organization_id=org.id,
+                    credit_note_id=note.id,
+                    invoice_line_id=line.id,
+                    description=line.description,
+                    quantity=credit.quantity,
+                    subtotal_minor=credit.taxable_minor,
+                    tax_minor=credit.tax_minor,
+                    total_minor=credit.total_minor,
+                    taxes=[
+                        {
+                            "code": code,
+                            "name": tax_names[code]["name"],
+                            "percent": tax_names[code]["percent"],
+                            "amount_minor": amount,
+                        }
+                        for code, amount in credit.taxes
+                    ],
+                )
+            )
         # Credits reduce what is still owed; the rest becomes customer credit.
         open_due = invoice.amount_due_minor if invoice.status != "uncollectible" else 0
         to_invoice = min(total, open_due) if settlement == "reduce_amount_due" else 0
@@ -149,15 +200,47 @@ def create_credit_note(db: Database, actor: Actor, invoice_id: str,
         invoice.credited_minor += to_invoice
         if to_balance:
             customer.credit_balance_minor += to_balance
-            session.add(CustomerCreditEntry(
-                id=new_id("cce"), organization_id=org.id, customer_id=customer.id,
-                amount_minor=to_balance, currency=invoice.currency, source="credit_note",
-                source_id=note.id, created_at=utcnow()))
+            session.add(
+                CustomerCreditEntry(
+                    id=new_id("cce"),
+                    organization_id=org.id,
+                    customer_id=customer.id,
+                    amount_minor=to_balance,
+                    currency=invoice.currency,
+                    source="credit_note",
+                    source_id=note.id,
+                    created_at=utcnow(),
+                )
+            )
         _refresh_amount_due(invoice)
-        audit(session, actor, "credit_note.issued", "credit_note", note.id,
-              {"number": note.number, "invoice": invoice.number, "total_minor": total,
-               "reason": reason, "to_invoice_minor": to_invoice, "to_credit_minor": to_balance})
+        audit(
+            session,
+            actor,
+            "credit_note.issued",
+            "credit_note",
+            note.id,
+            {
+                "number": note.number,
+                "invoice": invoice.number,
+                "total_minor": total,
+                "reason": reason,
+                "to_invoice_minor": to_invoice,
+                "to_credit_minor": to_balance,
+            },
+        )
     return note
+
+
+def _issue_date(value: Any) -> date | None:
+    """An explicit issue date (a date or an ISO date string), as issue_invoice takes one."""
+    if value is None or (isinstance(value, date) and not isinstance(value, datetime)):
+        return value
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise InvalidInput(
+            f"issue_date: {value!r} is not an ISO date", field="issue_date"
+        ) from None
 
 
 def _line_taxes(line: InvoiceLine) -> list[dict[str, Any]]:
@@ -165,8 +248,9 @@ def _line_taxes(line: InvoiceLine) -> list[dict[str, Any]]:
     return [t for t in line.explanation.get("taxes", [])]
 
 
-def _merge_taxes(a: tuple[tuple[str, int], ...], b: tuple[tuple[str, int], ...]
-                 ) -> tuple[tuple[str, int], ...]:
+def _merge_taxes(
+    a: tuple[tuple[str, int], ...], b: tuple[tuple[str, int], ...]
+) -> tuple[tuple[str, int], ...]:
     merged: dict[str, int] = dict(a)
     for code, amount in b:
         merged[code] = merged.get(code, 0) + amount
@@ -175,14 +259,18 @@ def _merge_taxes(a: tuple[tuple[str, int], ...], b: tuple[tuple[str, int], ...]
 
 def _credited_so_far(session: Any, invoice_id: str) -> dict[str, CreditedSoFar]:
     result: dict[str, CreditedSoFar] = {}
-    rows = session.scalars(select(CreditNoteLine).join(
-        CreditNote, CreditNote.id == CreditNoteLine.credit_note_id).where(
-        CreditNote.invoice_id == invoice_id))
+    rows = session.scalars(
+        select(CreditNoteLine)
+        .join(CreditNote, CreditNote.id == CreditNoteLine.credit_note_id)
+        .where(CreditNote.invoice_id == invoice_id)
+    )
     for row in rows:
         prior = result.get(row.invoice_line_id, CreditedSoFar())
         result[row.invoice_line_id] = CreditedSoFar(
-            prior.quantity + row.quantity, prior.taxable_minor + row.subtotal_minor,
-            _merge_taxes(prior.taxes, tuple((t["code"], t["amount_minor"]) for t in row.taxes)))
+            prior.quantity + row.quantity,
+            prior.taxable_minor + row.subtotal_minor,
+            _merge_taxes(prior.taxes, tuple((t["code"], t["amount_minor"]) for t in row.taxes)),
+        )
     return result
 
 
@@ -191,8 +279,9 @@ def _remaining(line: InvoiceLine, so_far: CreditedSoFar | None) -> bool:
     return credited < line.total_minor
 
 
-def list_credit_notes(db: Database, actor: Actor, invoice_id: str | None = None
-                      ) -> list[CreditNote]:
+def list_credit_notes(
+    db: Database, actor: Actor, invoice_id: str | None = None
+) -> list[CreditNote]:
     with db.reading() as session:
         query = select(CreditNote).where(CreditNote.organization_id == actor.organization_id)
         if invoice_id:
@@ -200,22 +289,29 @@ def list_credit_notes(db: Database, actor: Actor, invoice_id: str | None = None
         return list(session.scalars(query.order_by(CreditNote.created_at)))
 
 
-def get_credit_note(db: Database, actor: Actor, credit_note_id: str
-                    ) -> tuple[CreditNote, list[CreditNoteLine]]:
+def get_credit_note(
+    db: Database, actor: Actor, credit_note_id: str
+) -> tuple[CreditNote, list[CreditNoteLine]]:
     with db.reading() as session:
-        note = session.scalars(select(CreditNote).where(
-            CreditNote.organization_id == actor.organization_id,
-            (CreditNote.id == credit_note_id) | (CreditNote.number == credit_note_id))).first()
+        note = session.scalars(
+            select(CreditNote).where(
+                CreditNote.organization_id == actor.organization_id,
+                (CreditNote.id == credit_note_id) | (CreditNote.number == credit_note_id),
+            )
+        ).first()
         if note is None:
             from tallybook.services.base import NotFound
+
             raise NotFound(f"credit note {credit_note_id} not found")
-        lines = list(session.scalars(select(CreditNoteLine).where(
-            CreditNoteLine.credit_note_id == note.id)))
+        lines = list(
+            session.scalars(select(CreditNoteLine).where(CreditNoteLine.credit_note_id == note.id))
+        )
     return note, lines
 
 
-def create_debit_note(db: Database, actor: Actor, invoice_id: str,
-                      values: dict[str, Any]) -> DebitNote:
+def create_debit_note(
+    db: Database, actor: Actor, invoice_id: str, values: dict[str, Any]
+) -> DebitNote:
     """Add charges to an issued invoice without editing it: a debit note with its own number."""
     actor.require(*MANAGERS, action="issue debit notes")
     reason = (values.get("reason") or "").strip()
@@ -227,12 +323,15 @@ def create_debit_note(db: Database, actor: Actor, invoice_id: str,
     with db.transaction() as session:
         invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
         if invoice.status not in ISSUED_STATES or invoice.status == "uncollectible":
-            raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; debit "
-                           "notes apply to open issued invoices")
+            raise Conflict(
+                f"invoice {invoice.number or invoice.id} is {invoice.status}; debit "
+                "notes apply to open issued invoices"
+            )
         org = session.get(Organization, actor.organization_id)
         customer = session.get(Customer, invoice.customer_id)
-        table = TaxTable.build(session.scalars(select(TaxRate).where(
-            TaxRate.organization_id == org.id)))
+        table = TaxTable.build(
+            session.scalars(select(TaxRate).where(TaxRate.organization_id == org.id))
+        )
         entries = []
         described = []
         for index, line in enumerate(requested):
@@ -242,28 +341,43 @@ def create_debit_note(db: Database, actor: Actor, invoice_id: str,
             quantity = _decimal(line.get("quantity", 1), f"{prefix}.quantity")
             unit_price = _decimal(line.get("unit_price"), f"{prefix}.unit_price")
             if quantity <= 0 or unit_price <= 0:
-                raise InvalidInput(f"{prefix}: a debit note adds a positive charge",
-                                   field="lines")
+                raise InvalidInput(f"{prefix}: a debit note adds a positive charge", field="lines")
             category = "standard"
             if line.get("product_id"):
                 category = get_owned(session, Product, line["product_id"], actor).tax_category
             rates = table.for_customer(customer, category)
             entries.append((f"d{index}", quantity * unit_price, rates, line.get("product_id")))
-            described.append({"description": line["description"], "quantity": str(quantity),
-                              "unit_price": str(unit_price)})
+            described.append(
+                {
+                    "description": line["description"],
+                    "quantity": str(quantity),
+                    "unit_price": str(unit_price),
+                }
+            )
         totals = rate_invoice(org, invoice.currency, treatment_of(customer), entries, [])
         for entry, line_totals in zip(described, totals.lines, strict=True):
-            entry.update(subtotal_minor=line_totals.subtotal_minor,
-                         tax_minor=line_totals.tax_minor, total_minor=line_totals.total_minor)
+            entry.update(
+                subtotal_minor=line_totals.subtotal_minor,
+                tax_minor=line_totals.tax_minor,
+                total_minor=line_totals.total_minor,
+            )
         day = local_date(utcnow(), customer.timezone)
         note = DebitNote(
-            id=new_id("dn"), organization_id=org.id, invoice_id=invoice.id,
+            id=new_id("dn"),
+            organization_id=org.id,
+            invoice_id=invoice.id,
             customer_id=customer.id,
             number=next_number(session, org.id, "debit_note", org.debit_note_number_pattern, day),
-            currency=invoice.currency, reason=reason, issue_date=day,
-            due_date=day + timedelta(days=customer.payment_terms_days), lines=described,
-            subtotal_minor=totals.subtotal_minor, tax_minor=totals.tax_minor,
-            total_minor=totals.total_minor, created_by=actor.key_id, created_at=utcnow(),
+            currency=invoice.currency,
+            reason=reason,
+            issue_date=day,
+            due_date=day + timedelta(days=customer.payment_terms_days),
+            lines=described,
+            subtotal_minor=totals.subtotal_minor,
+            tax_minor=totals.tax_minor,
+            total_minor=totals.total_minor,
+            created_by=actor.key_id,
+            created_at=utcnow(),
         )
         session.add(note)
         invoice.debited_minor += totals.total_minor
@@ -271,13 +385,29 @@ def create_debit_note(db: Database, actor: Actor, invoice_id: str,
         if invoice.status == "paid" and invoice.amount_due_minor > 0:
             invoice.status = "partially_paid"
         session.flush()
-        audit(session, actor, "debit_note.issued", "debit_note", note.id,
-              {"number": note.number, "invoice": invoice.number,
-               "total_minor": totals.total_minor, "reason": reason})
+        audit(
+            session,
+            actor,
+            "debit_note.issued",
+            "debit_note",
+            note.id,
+            {
+                "number": note.number,
+                "invoice": invoice.number,
+                "total_minor": totals.total_minor,
+                "reason": reason,
+            },
+        )
     return note
 
 
 def count_credit_notes(db: Database, actor: Actor) -> int:
     with db.reading() as session:
-        return session.scalar(select(func.count()).select_from(CreditNote).where(
-            CreditNote.organization_id == actor.organization_id)) or 0
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(CreditNote)
+                .where(CreditNote.organization_id == actor.organization_id)
+            )
+            or 0
+        )

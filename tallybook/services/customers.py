@@ -25,9 +25,23 @@ from tallybook.services.organizations import check_currency, check_timezone
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 FIELDS = (
-    "external_id", "legal_name", "emails", "address_line1", "address_line2", "city",
-    "postal_code", "region", "country", "currency", "timezone", "language",
-    "payment_terms_days", "tax_ids", "tax_exempt", "reverse_charge", "po_required",
+    "external_id",
+    "legal_name",
+    "emails",
+    "address_line1",
+    "address_line2",
+    "city",
+    "postal_code",
+    "region",
+    "country",
+    "currency",
+    "timezone",
+    "language",
+    "payment_terms_days",
+    "tax_ids",
+    "tax_exempt",
+    "reverse_charge",
+    "po_required",
 )
 
 
@@ -60,18 +74,20 @@ def _clean(values: dict[str, Any], *, creating: bool) -> dict[str, Any]:
             raise InvalidInput("emails: must be a list of addresses", field="emails")
         for index, email in enumerate(emails):
             if not isinstance(email, str) or not _EMAIL.match(email):
-                raise InvalidInput(f"emails[{index}]: {email!r} is not an e-mail address",
-                                   field="emails")
+                raise InvalidInput(
+                    f"emails[{index}]: {email!r} is not an e-mail address", field="emails"
+                )
     if "payment_terms_days" in clean:
         days = clean["payment_terms_days"]
         if not isinstance(days, int) or isinstance(days, bool) or not 0 <= days <= 365:
-            raise InvalidInput("payment_terms_days: must be a whole number from 0 to 365",
-                               field="payment_terms_days")
+            raise InvalidInput(
+                "payment_terms_days: must be a whole number from 0 to 365",
+                field="payment_terms_days",
+            )
     if "language" in clean:
         language = str(clean["language"])
         if pycountry.languages.get(alpha_2=language.split("-")[0].lower()) is None:
-            raise InvalidInput(f"language: {language!r} is not an ISO 639-1 code",
-                               field="language")
+            raise InvalidInput(f"language: {language!r} is not an ISO 639-1 code", field="language")
     for flag in ("tax_exempt", "reverse_charge", "po_required"):
         if flag in clean and not isinstance(clean[flag], bool):
             raise InvalidInput(f"{flag}: must be true or false", field=flag)
@@ -86,8 +102,9 @@ def _check_tax_ids(clean: dict[str, Any], country: str) -> None:
         if isinstance(entry, str):
             entry = {"country": country, "value": entry}
         if not isinstance(entry, dict) or "value" not in entry:
-            raise InvalidInput(f"tax_ids[{index}]: give {{country, value}} or a string",
-                               field="tax_ids")
+            raise InvalidInput(
+                f"tax_ids[{index}]: give {{country, value}} or a string", field="tax_ids"
+            )
         entry_country = str(entry.get("country") or country).upper()
         try:
             value = validate_tax_id(entry_country, str(entry["value"]), f"tax_ids[{index}]")
@@ -102,26 +119,39 @@ def create_customer(db: Database, actor: Actor, values: dict[str, Any]) -> Custo
     clean = _clean(values, creating=True)
     _check_tax_ids(clean, clean["country"])
     if clean.get("tax_exempt") and clean.get("reverse_charge"):
-        raise InvalidInput("reverse_charge: a customer is either tax exempt or reverse charge",
-                           field="reverse_charge")
+        raise InvalidInput(
+            "reverse_charge: a customer is either tax exempt or reverse charge",
+            field="reverse_charge",
+        )
     try:
         with db.transaction() as session:
             customer = Customer(
-                id=new_id("cus"), organization_id=actor.organization_id, created_at=utcnow(),
+                id=new_id("cus"),
+                organization_id=actor.organization_id,
+                created_at=utcnow(),
                 **{"emails": [], "tax_ids": [], **clean},
             )
             session.add(customer)
             session.flush()
-            audit(session, actor, "customer.created", "customer", customer.id,
-                  {"after": _snapshot(customer)})
+            audit(
+                session,
+                actor,
+                "customer.created",
+                "customer",
+                customer.id,
+                {"after": _snapshot(customer)},
+            )
     except IntegrityError:
-        raise Conflict(f"external_id: a customer with external id {clean.get('external_id')!r} "
-                       "already exists", field="external_id") from None
+        raise Conflict(
+            f"external_id: a customer with external id {clean.get('external_id')!r} already exists",
+            field="external_id",
+        ) from None
     return customer
 
 
-def update_customer(db: Database, actor: Actor, customer_id: str,
-                    values: dict[str, Any]) -> Customer:
+def update_customer(
+    db: Database, actor: Actor, customer_id: str, values: dict[str, Any]
+) -> Customer:
     actor.require(*WRITERS, action="edit customers")
     clean = _clean(values, creating=False)
     with db.transaction() as session:
@@ -131,22 +161,34 @@ def update_customer(db: Database, actor: Actor, customer_id: str,
                 select(exists().where(Invoice.customer_id == customer.id))
             )
             if has_invoices:
-                raise Conflict("currency: a customer bills in one currency; it has invoices in "
-                               f"{customer.currency}", field="currency")
+                raise Conflict(
+                    "currency: a customer bills in one currency; it has invoices in "
+                    f"{customer.currency}",
+                    field="currency",
+                )
         _check_tax_ids(clean, clean.get("country", customer.country))
         before = _snapshot(customer)
         for key, value in clean.items():
             setattr(customer, key, value)
         if customer.tax_exempt and customer.reverse_charge:
-            raise InvalidInput("reverse_charge: a customer is either tax exempt or reverse charge",
-                               field="reverse_charge")
+            raise InvalidInput(
+                "reverse_charge: a customer is either tax exempt or reverse charge",
+                field="reverse_charge",
+            )
         try:
             session.flush()
         except IntegrityError:
-            raise Conflict("external_id: another customer has this external id",
-                           field="external_id") from None
-        audit(session, actor, "customer.updated", "customer", customer.id,
-              {"before": before, "after": _snapshot(customer)})
+            raise Conflict(
+                "external_id: another customer has this external id", field="external_id"
+            ) from None
+        audit(
+            session,
+            actor,
+            "customer.updated",
+            "customer",
+            customer.id,
+            {"before": before, "after": _snapshot(customer)},
+        )
     return customer
 
 
@@ -155,8 +197,14 @@ def get_customer(db: Database, actor: Actor, customer_id: str) -> Customer:
         return get_owned(session, Customer, customer_id, actor)
 
 
-def list_customers(db: Database, actor: Actor, *, limit: int = 50, after: str | None = None,
-                   include_archived: bool = False) -> tuple[list[Customer], str | None]:
+def list_customers(
+    db: Database,
+    actor: Actor,
+    *,
+    limit: int = 50,
+    after: str | None = None,
+    include_archived: bool = False,
+) -> tuple[list[Customer], str | None]:
     with db.reading() as session:
         query = select(Customer).where(Customer.organization_id == actor.organization_id)
         if not include_archived:
@@ -189,8 +237,14 @@ def delete_customer(db: Database, actor: Actor, customer_id: str) -> str:
                 customer.archived_at = customer.archived_at or utcnow()
                 audit(session, actor, "customer.archived", "customer", customer.id)
                 return "archived"
-        audit(session, actor, "customer.deleted", "customer", customer.id,
-              {"before": _snapshot(customer)})
+        audit(
+            session,
+            actor,
+            "customer.deleted",
+            "customer",
+            customer.id,
+            {"before": _snapshot(customer)},
+        )
         session.delete(customer)
         return "deleted"
 

@@ -54,17 +54,26 @@ ISSUED_STATES = ("issued", "partially_paid", "paid", "uncollectible")
 def _draft(session: Session, actor: Actor, invoice_id: str) -> Invoice:
     invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
     if invoice.status != "draft":
-        raise Conflict(f"invoice {invoice.number or invoice.id} is {invoice.status}; an issued "
-                       "invoice cannot be changed: issue a credit note or a debit note instead")
+        raise Conflict(
+            f"invoice {invoice.number or invoice.id} is {invoice.status}; an issued "
+            "invoice cannot be changed: issue a credit note or a debit note instead"
+        )
     return invoice
 
 
 def _rerate(session: Session, org: Organization, invoice: Invoice, customer: Customer) -> None:
     """Recompute a draft's totals after an edit, keeping each line's own explanation."""
-    lines = list(session.scalars(select(InvoiceLine).where(
-        InvoiceLine.invoice_id == invoice.id).order_by(InvoiceLine.position)))
+    lines = list(
+        session.scalars(
+            select(InvoiceLine)
+            .where(InvoiceLine.invoice_id == invoice.id)
+            .order_by(InvoiceLine.position)
+        )
+    )
     totals = rate_invoice(
-        org, invoice.currency, treatment_of(customer),
+        org,
+        invoice.currency,
+        treatment_of(customer),
         [(line.id, line.amount, taxes_from_json(line.taxes), line.product_id) for line in lines],
         invoice.discounts,
     )
@@ -84,8 +93,13 @@ def _rerate(session: Session, org: Organization, invoice: Invoice, customer: Cus
     invoice.tax_treatment = totals.treatment.value
     invoice.legal_note = totals.legal_note
     invoice.tax_summary = [
-        {"code": t.code, "name": t.name, "percent": str(t.percent),
-         "taxable_minor": t.taxable_minor, "tax_minor": t.tax_minor}
+        {
+            "code": t.code,
+            "name": t.name,
+            "percent": str(t.percent),
+            "taxable_minor": t.taxable_minor,
+            "tax_minor": t.tax_minor,
+        }
         for t in totals.tax_summary
     ]
     status = _approval_status(org, invoice.currency, invoice.total_minor)
@@ -93,8 +107,9 @@ def _rerate(session: Session, org: Organization, invoice: Invoice, customer: Cus
     invoice.approval_status = status
 
 
-def create_draft(db: Database, actor: Actor, customer_id: str,
-                 values: dict[str, Any] | None = None) -> Invoice:
+def create_draft(
+    db: Database, actor: Actor, customer_id: str, values: dict[str, Any] | None = None
+) -> Invoice:
     """An empty manual draft for a customer, to which lines are added."""
     actor.require(*WRITERS, action="create drafts")
     values = values or {}
@@ -104,11 +119,19 @@ def create_draft(db: Database, actor: Actor, customer_id: str,
             raise Conflict("customer_id: the customer is archived", field="customer_id")
         now = utcnow()
         invoice = Invoice(
-            id=new_id("inv"), organization_id=actor.organization_id, customer_id=customer.id,
-            status="draft", currency=customer.currency,
-            billing_date=local_date(now, customer.timezone), po_number=values.get("po_number"),
-            notes=values.get("notes"), discounts=[], tax_summary=[], created_by=actor.key_id,
-            created_at=now, rating_context={},
+            id=new_id("inv"),
+            organization_id=actor.organization_id,
+            customer_id=customer.id,
+            status="draft",
+            currency=customer.currency,
+            billing_date=local_date(now, customer.timezone),
+            po_number=values.get("po_number"),
+            notes=values.get("notes"),
+            discounts=[],
+            tax_summary=[],
+            created_by=actor.key_id,
+            created_at=now,
+            rating_context={},
         )
         session.add(invoice)
         session.flush()
@@ -122,8 +145,11 @@ def add_line(db: Database, actor: Actor, invoice_id: str, values: dict[str, Any]
     if not values.get("description"):
         raise InvalidInput("description: is required", field="description")
     quantity = _decimal(values.get("quantity", 1), "quantity")
-    unit_price = _decimal(values.get("unit_price"), "unit_price") if values.get(
-        "unit_price") is not None else None
+    unit_price = (
+        _decimal(values.get("unit_price"), "unit_price")
+        if values.get("unit_price") is not None
+        else None
+    )
     if unit_price is None:
         raise InvalidInput("unit_price: is required", field="unit_price")
     with db.transaction() as session:
@@ -133,31 +159,57 @@ def add_line(db: Database, actor: Actor, invoice_id: str, values: dict[str, Any]
         product = None
         if values.get("product_id"):
             product = get_owned(session, Product, values["product_id"], actor)
-        table = TaxTable.build(session.scalars(select(TaxRate).where(
-            TaxRate.organization_id == actor.organization_id)))
+        table = TaxTable.build(
+            session.scalars(select(TaxRate).where(TaxRate.organization_id == actor.organization_id))
+        )
         rates = table.for_customer(customer, product.tax_category if product else "standard")
-        position = session.scalar(select(func.coalesce(func.max(InvoiceLine.position), -1)).where(
-            InvoiceLine.invoice_id == invoice.id)) + 1
+        position = (
+            session.scalar(
+                select(func.coalesce(func.max(InvoiceLine.position), -1)).where(
+                    InvoiceLine.invoice_id == invoice.id
+                )
+            )
+            + 1
+        )
         amount = quantity * unit_price
         line = InvoiceLine(
-            id=new_id("line"), organization_id=actor.organization_id, invoice_id=invoice.id,
-            position=position, kind="manual", description=values["description"],
-            product_id=product.id if product else None, quantity=quantity,
-            unit_price=unit_price, amount=amount, subtotal_minor=0, total_minor=0,
-            taxes=taxes_to_json(rates), coverage_weight=0,
+            id=new_id("line"),
+            organization_id=actor.organization_id,
+            invoice_id=invoice.id,
+            position=position,
+            kind="manual",
+            description=values["description"],
+            product_id=product.id if product else None,
+            quantity=quantity,
+            unit_price=unit_price,
+            amount=amount,
+            subtotal_minor=0,
+            total_minor=0,
+            taxes=taxes_to_json(rates),
+            coverage_weight=0,
             explanation={
                 "source": "manual",
                 "quantity": {"value": str(quantity), "source": "entered by hand on the draft"},
-                "charge": {"kind": "manual", "quantity": str(quantity),
-                           "unit_price": str(unit_price), "reference": values.get("reference")},
+                "charge": {
+                    "kind": "manual",
+                    "quantity": str(quantity),
+                    "unit_price": str(unit_price),
+                    "reference": values.get("reference"),
+                },
                 "exact_amount": str(amount),
             },
         )
         session.add(line)
         session.flush()
         _rerate(session, org, invoice, customer)
-        audit(session, actor, "invoice.line_added", "invoice", invoice.id,
-              {"line": line.id, "description": line.description, "amount": str(amount)})
+        audit(
+            session,
+            actor,
+            "invoice.line_added",
+            "invoice",
+            invoice.id,
+            {"line": line.id, "description": line.description, "amount": str(amount)},
+        )
     return line
 
 
@@ -165,21 +217,32 @@ def remove_line(db: Database, actor: Actor, invoice_id: str, line_id: str) -> In
     actor.require(*WRITERS, action="edit drafts")
     with db.transaction() as session:
         invoice = _draft(session, actor, invoice_id)
-        line = session.scalars(select(InvoiceLine).where(
-            InvoiceLine.id == line_id, InvoiceLine.invoice_id == invoice.id)).first()
+        line = session.scalars(
+            select(InvoiceLine).where(
+                InvoiceLine.id == line_id, InvoiceLine.invoice_id == invoice.id
+            )
+        ).first()
         if line is None:
             raise NotFound(f"line {line_id} not found on invoice {invoice_id}")
         if line.subscription_id is not None:
-            raise Conflict("line: subscription lines come from the billing run; change the "
-                           "subscription or void the draft instead")
+            raise Conflict(
+                "line: subscription lines come from the billing run; change the "
+                "subscription or void the draft instead"
+            )
         if line.charge_id is not None:
             from tallybook.db.models import Charge
-            session.execute(update(Charge).where(Charge.id == line.charge_id).values(
-                invoice_id=None))
+
+            session.execute(
+                update(Charge).where(Charge.id == line.charge_id).values(invoice_id=None)
+            )
         session.delete(line)
         session.flush()
-        _rerate(session, session.get(Organization, actor.organization_id), invoice,
-                session.get(Customer, invoice.customer_id))
+        _rerate(
+            session,
+            session.get(Organization, actor.organization_id),
+            invoice,
+            session.get(Customer, invoice.customer_id),
+        )
         audit(session, actor, "invoice.line_removed", "invoice", invoice.id, {"line": line_id})
     return invoice
 
@@ -196,20 +259,32 @@ def update_draft(db: Database, actor: Actor, invoice_id: str, values: dict[str, 
         invoice = _draft(session, actor, invoice_id)
         before = {k: getattr(invoice, k) for k in values}
         if "discounts" in values:
-            invoice.discounts = _clean_discounts(session, actor, values["discounts"],
-                                                 invoice.currency)
+            invoice.discounts = _clean_discounts(
+                session, actor, values["discounts"], invoice.currency
+            )
         for key in ("po_number", "notes"):
             if key in values:
                 setattr(invoice, key, values[key])
-        _rerate(session, session.get(Organization, actor.organization_id), invoice,
-                session.get(Customer, invoice.customer_id))
-        audit(session, actor, "invoice.draft_updated", "invoice", invoice.id,
-              {"before": before, "after": values})
+        _rerate(
+            session,
+            session.get(Organization, actor.organization_id),
+            invoice,
+            session.get(Customer, invoice.customer_id),
+        )
+        audit(
+            session,
+            actor,
+            "invoice.draft_updated",
+            "invoice",
+            invoice.id,
+            {"before": before, "after": values},
+        )
     return invoice
 
 
-def _clean_discounts(session: Session, actor: Actor, discounts: Any,
-                     currency: str) -> list[dict[str, Any]]:
+def _clean_discounts(
+    session: Session, actor: Actor, discounts: Any, currency: str
+) -> list[dict[str, Any]]:
     if not isinstance(discounts, list):
         raise InvalidInput("discounts: must be a list", field="discounts")
     clean = []
@@ -224,10 +299,16 @@ def _clean_discounts(session: Session, actor: Actor, discounts: Any,
         if product_ids is not None:
             for pid in product_ids:
                 get_owned(session, Product, pid, actor)
-        clean.append({"key": entry.get("key") or f"manual-{index + 1}",
-                      "name": entry.get("name") or f"Discount {value}"
-                      + ("%" if entry["kind"] == "percent" else f" {currency}"),
-                      "kind": entry["kind"], "value": str(value), "product_ids": product_ids})
+        clean.append(
+            {
+                "key": entry.get("key") or f"manual-{index + 1}",
+                "name": entry.get("name")
+                or f"Discount {value}" + ("%" if entry["kind"] == "percent" else f" {currency}"),
+                "kind": entry["kind"],
+                "value": str(value),
+                "product_ids": product_ids,
+            }
+        )
     return clean
 
 
@@ -237,13 +318,20 @@ def approve_invoice(db: Database, actor: Actor, invoice_id: str) -> Invoice:
         invoice = _draft(session, actor, invoice_id)
         invoice.approval_status = "approved"
         invoice.approved_by = actor.key_id
-        audit(session, actor, "invoice.approved", "invoice", invoice.id,
-              {"total_minor": invoice.total_minor})
+        audit(
+            session,
+            actor,
+            "invoice.approved",
+            "invoice",
+            invoice.id,
+            {"total_minor": invoice.total_minor},
+        )
     return invoice
 
 
-def next_number(session: Session, organization_id: str, kind: str, pattern: str,
-                issue_date: date) -> str:
+def next_number(
+    session: Session, organization_id: str, kind: str, pattern: str, issue_date: date
+) -> str:
     """Draw the next number of a gapless series inside the caller's transaction.
 
     The series row is locked (FOR UPDATE) so concurrent issues queue; a rollback of the issuing
@@ -254,33 +342,59 @@ def next_number(session: Session, organization_id: str, kind: str, pattern: str,
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-        session.execute(pg_insert(NumberSeries).values(
-            id=new_id("ser"), organization_id=organization_id, kind=kind, scope=scope,
-            last_value=0).on_conflict_do_nothing())
+        session.execute(
+            pg_insert(NumberSeries)
+            .values(
+                id=new_id("ser"),
+                organization_id=organization_id,
+                kind=kind,
+                scope=scope,
+                last_value=0,
+            )
+            .on_conflict_do_nothing()
+        )
     else:
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        session.execute(sqlite_insert(NumberSeries).values(
-            id=new_id("ser"), organization_id=organization_id, kind=kind, scope=scope,
-            last_value=0).on_conflict_do_nothing())
-    row = session.scalars(select(NumberSeries).where(
-        NumberSeries.organization_id == organization_id, NumberSeries.kind == kind,
-        NumberSeries.scope == scope).with_for_update()).one()
+        session.execute(
+            sqlite_insert(NumberSeries)
+            .values(
+                id=new_id("ser"),
+                organization_id=organization_id,
+                kind=kind,
+                scope=scope,
+                last_value=0,
+            )
+            .on_conflict_do_nothing()
+        )
+    row = session.scalars(
+        select(NumberSeries)
+        .where(
+            NumberSeries.organization_id == organization_id,
+            NumberSeries.kind == kind,
+            NumberSeries.scope == scope,
+        )
+        .with_for_update()
+    ).one()
     row.last_value += 1
     session.flush()
     return format_number(pattern, issue_date, row.last_value)
 
 
-def issue_invoice(db: Database, actor: Actor, invoice_id: str, *,
-                  issue_date: date | None = None) -> Invoice:
+def issue_invoice(
+    db: Database, actor: Actor, invoice_id: str, *, issue_date: date | None = None
+) -> Invoice:
     """Freeze a draft: number, customer snapshot, due date; apply customer credit."""
     actor.require(*WRITERS, action="issue invoices")
     with db.transaction() as session:
         invoice = _draft(session, actor, invoice_id)
         org = session.get(Organization, actor.organization_id)
         customer = session.get(Customer, invoice.customer_id, with_for_update=True)
-        count = session.scalar(select(func.count()).select_from(InvoiceLine).where(
-            InvoiceLine.invoice_id == invoice.id))
+        count = session.scalar(
+            select(func.count())
+            .select_from(InvoiceLine)
+            .where(InvoiceLine.invoice_id == invoice.id)
+        )
         if not count:
             raise Conflict("invoice has no lines; add a line before issuing")
         if invoice.approval_status == "pending":
@@ -288,10 +402,12 @@ def issue_invoice(db: Database, actor: Actor, invoice_id: str, *,
                 raise Forbidden(
                     f"invoice total is above the {invoice.currency} approval threshold "
                     f"({org.approval_thresholds.get(invoice.currency)}); a billing manager must "
-                    "approve it before a clerk can issue it")
+                    "approve it before a clerk can issue it"
+                )
         if customer.po_required and not invoice.po_number:
-            raise Conflict("po_number: this customer requires a purchase order number",
-                           field="po_number")
+            raise Conflict(
+                "po_number: this customer requires a purchase order number", field="po_number"
+            )
         now = utcnow()
         day = issue_date or local_date(now, customer.timezone)
         invoice.number = next_number(session, org.id, "invoice", org.invoice_number_pattern, day)
@@ -308,21 +424,41 @@ def issue_invoice(db: Database, actor: Actor, invoice_id: str, *,
         if usable > 0:
             customer.credit_balance_minor -= usable
             invoice.credit_applied_minor = usable
-            session.execute(insert(CustomerCreditEntry).values(
-                id=new_id("cce"), organization_id=org.id, customer_id=customer.id,
-                amount_minor=-usable, currency=invoice.currency, source="invoice",
-                source_id=invoice.id, created_at=now))
+            session.execute(
+                insert(CustomerCreditEntry).values(
+                    id=new_id("cce"),
+                    organization_id=org.id,
+                    customer_id=customer.id,
+                    amount_minor=-usable,
+                    currency=invoice.currency,
+                    source="invoice",
+                    source_id=invoice.id,
+                    created_at=now,
+                )
+            )
         _refresh_amount_due(invoice)
-        audit(session, actor, "invoice.issued", "invoice", invoice.id,
-              {"number": invoice.number, "total_minor": invoice.total_minor,
-               "credit_applied_minor": invoice.credit_applied_minor})
+        audit(
+            session,
+            actor,
+            "invoice.issued",
+            "invoice",
+            invoice.id,
+            {
+                "number": invoice.number,
+                "total_minor": invoice.total_minor,
+                "credit_applied_minor": invoice.credit_applied_minor,
+            },
+        )
     return invoice
 
 
 def _refresh_amount_due(invoice: Invoice) -> None:
     invoice.amount_due_minor = max(
-        invoice.total_minor + invoice.debited_minor - invoice.credit_applied_minor
-        - invoice.credited_minor - invoice.paid_minor,
+        invoice.total_minor
+        + invoice.debited_minor
+        - invoice.credit_applied_minor
+        - invoice.credited_minor
+        - invoice.paid_minor,
         0,
     )
     if invoice.status in ("issued", "partially_paid", "paid") and invoice.total_minor > 0:
@@ -348,11 +484,18 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
         if invoice.credit_applied_minor:
             customer = session.get(Customer, invoice.customer_id, with_for_update=True)
             customer.credit_balance_minor += invoice.credit_applied_minor
-            session.add(CustomerCreditEntry(
-                id=new_id("cce"), organization_id=invoice.organization_id,
-                customer_id=customer.id, amount_minor=invoice.credit_applied_minor,
-                currency=invoice.currency, source="invoice_void", source_id=invoice.id,
-                created_at=utcnow()))
+            session.add(
+                CustomerCreditEntry(
+                    id=new_id("cce"),
+                    organization_id=invoice.organization_id,
+                    customer_id=customer.id,
+                    amount_minor=invoice.credit_applied_minor,
+                    currency=invoice.currency,
+                    source="invoice_void",
+                    source_id=invoice.id,
+                    created_at=utcnow(),
+                )
+            )
             invoice.credit_applied_minor = 0
         was = invoice.status
         invoice.status = "void"
@@ -362,10 +505,18 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
         if was == "draft":
             # A discarded draft releases its pending charges for the next run.
             from tallybook.db.models import Charge
-            session.execute(update(Charge).where(Charge.invoice_id == invoice.id).values(
-                invoice_id=None))
-        audit(session, actor, "invoice.voided", "invoice", invoice.id,
-              {"reason": reason, "was": was, "number": invoice.number})
+
+            session.execute(
+                update(Charge).where(Charge.invoice_id == invoice.id).values(invoice_id=None)
+            )
+        audit(
+            session,
+            actor,
+            "invoice.voided",
+            "invoice",
+            invoice.id,
+            {"reason": reason, "was": was, "number": invoice.number},
+        )
     return invoice
 
 
@@ -374,30 +525,45 @@ def mark_uncollectible(db: Database, actor: Actor, invoice_id: str, reason: str)
     with db.transaction() as session:
         invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
         if invoice.status not in ("issued", "partially_paid"):
-            raise Conflict(f"only an open issued invoice can be uncollectible; this one is "
-                           f"{invoice.status}")
+            raise Conflict(
+                f"only an open issued invoice can be uncollectible; this one is {invoice.status}"
+            )
         invoice.status = "uncollectible"
         audit(session, actor, "invoice.uncollectible", "invoice", invoice.id, {"reason": reason})
     return invoice
 
 
-def get_invoice(db: Database, actor: Actor, invoice_id_or_number: str
-                ) -> tuple[Invoice, list[InvoiceLine]]:
+def get_invoice(
+    db: Database, actor: Actor, invoice_id_or_number: str
+) -> tuple[Invoice, list[InvoiceLine]]:
     with db.reading() as session:
-        invoice = session.scalars(select(Invoice).where(
-            Invoice.organization_id == actor.organization_id,
-            (Invoice.id == invoice_id_or_number) | (Invoice.number == invoice_id_or_number),
-        )).first()
+        invoice = session.scalars(
+            select(Invoice).where(
+                Invoice.organization_id == actor.organization_id,
+                (Invoice.id == invoice_id_or_number) | (Invoice.number == invoice_id_or_number),
+            )
+        ).first()
         if invoice is None:
             raise NotFound(f"invoice {invoice_id_or_number} not found")
-        lines = list(session.scalars(select(InvoiceLine).where(
-            InvoiceLine.invoice_id == invoice.id).order_by(InvoiceLine.position)))
+        lines = list(
+            session.scalars(
+                select(InvoiceLine)
+                .where(InvoiceLine.invoice_id == invoice.id)
+                .order_by(InvoiceLine.position)
+            )
+        )
     return invoice, lines
 
 
-def list_invoices(db: Database, actor: Actor, *, status: str | None = None,
-                  customer_id: str | None = None, limit: int = 50,
-                  after: str | None = None) -> tuple[list[Invoice], str | None]:
+def list_invoices(
+    db: Database,
+    actor: Actor,
+    *,
+    status: str | None = None,
+    customer_id: str | None = None,
+    limit: int = 50,
+    after: str | None = None,
+) -> tuple[list[Invoice], str | None]:
     with db.reading() as session:
         query = select(Invoice).where(Invoice.organization_id == actor.organization_id)
         if status:
@@ -412,8 +578,9 @@ def list_invoices(db: Database, actor: Actor, *, status: str | None = None,
     return rows, None
 
 
-def explain_invoice_line(db: Database, actor: Actor, invoice_id: str,
-                         line_ref: str) -> tuple[InvoiceLine, str, str]:
+def explain_invoice_line(
+    db: Database, actor: Actor, invoice_id: str, line_ref: str
+) -> tuple[InvoiceLine, str, str]:
     """A line (by id or 1-based position) with its explanation sentence and currency."""
     invoice, lines = get_invoice(db, actor, invoice_id)
     for index, line in enumerate(lines, start=1):
@@ -424,5 +591,3 @@ def explain_invoice_line(db: Database, actor: Actor, invoice_id: str,
 
 def role_can_issue(actor: Actor) -> bool:
     return actor.role is not Role.VIEWER
-
-

@@ -83,7 +83,8 @@ def _validate_settings(values: dict[str, Any]) -> dict[str, Any]:
         elif key == "proration_policy":
             if value not in {p.value for p in ProrationPolicy}:
                 raise InvalidInput(
-                    f"proration_policy: must be one of {', '.join(p.value for p in ProrationPolicy)}",
+                    "proration_policy: must be one of "
+                    + ", ".join(p.value for p in ProrationPolicy),
                     field=key,
                 )
         elif key == "downgrade_credit" and value not in ("immediate", "period_end"):
@@ -125,7 +126,11 @@ def _validate_settings(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def create_organization(
-    db: Database, name: str, default_currency: str, *, timezone: str = "UTC",
+    db: Database,
+    name: str,
+    default_currency: str,
+    *,
+    timezone: str = "UTC",
     settings: dict[str, Any] | None = None,
 ) -> tuple[Organization, IssuedKey]:
     """A new tenant and its first admin key."""
@@ -237,8 +242,14 @@ def update_settings(db: Database, actor: Actor, values: dict[str, Any]) -> Organ
         before = {key: getattr(org, key) for key in clean}
         for key, value in clean.items():
             setattr(org, key, value)
-        audit(session, actor, "organization.settings_changed", "organization", org.id,
-              {"before": before, "after": clean})
+        audit(
+            session,
+            actor,
+            "organization.settings_changed",
+            "organization",
+            org.id,
+            {"before": before, "after": clean},
+        )
     return org
 
 

@@ -91,8 +91,10 @@ def rate_invoice(
 ) -> InvoiceTotals:
     """Totals for (key, exact amount, tax rates, product id) lines under the org's settings."""
     return compute_totals(
-        [LineInput(key, amount, tuple(rates), product_id)
-         for key, amount, rates, product_id in lines],
+        [
+            LineInput(key, amount, tuple(rates), product_id)
+            for key, amount, rates, product_id in lines
+        ],
         discount_inputs(discounts),
         currency,
         prices_include_tax=org.prices_include_tax,
@@ -102,9 +104,13 @@ def rate_invoice(
     )
 
 
-def line_explanation_tail(org: Organization, line_totals: Any, exact: Decimal,
-                          discount_names: dict[str, str], legal_note: str | None
-                          ) -> dict[str, Any]:
+def line_explanation_tail(
+    org: Organization,
+    line_totals: Any,
+    exact: Decimal,
+    discount_names: dict[str, str],
+    legal_note: str | None,
+) -> dict[str, Any]:
     """The rounding, discount and tax part of a line's explanation, known only after totals."""
     return {
         "rounding": {

@@ -56,8 +56,9 @@ def _instant(value: Any, field: str) -> datetime | None:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            raise InvalidInput(f"{field}: {value!r} is not an ISO 8601 date-time",
-                               field=field) from None
+            raise InvalidInput(
+                f"{field}: {value!r} is not an ISO 8601 date-time", field=field
+            ) from None
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidInput(f"{field}: give a date-time with a time zone offset", field=field)
     return value
@@ -85,16 +86,20 @@ def create_subscription(db: Database, actor: Actor, values: dict[str, Any]) -> S
     auto_renew = values.get("auto_renew", True)
     term = values.get("renewal_term_months")
     if term is not None and (not isinstance(term, int) or term < 1):
-        raise InvalidInput("renewal_term_months: must be a whole number of months",
-                           field="renewal_term_months")
+        raise InvalidInput(
+            "renewal_term_months: must be a whole number of months", field="renewal_term_months"
+        )
     with db.transaction() as session:
         customer = get_owned(session, Customer, values["customer_id"], actor)
         plan = get_owned(session, Plan, values["plan_id"], actor)
         if customer.archived_at is not None:
             raise Conflict("customer_id: the customer is archived", field="customer_id")
         if plan.currency != customer.currency:
-            raise InvalidInput(f"plan_id: plan {plan.code} is in {plan.currency}; the customer "
-                               f"bills in {customer.currency}", field="plan_id")
+            raise InvalidInput(
+                f"plan_id: plan {plan.code} is in {plan.currency}; the customer "
+                f"bills in {customer.currency}",
+                field="plan_id",
+            )
         trial_days = values.get("trial_days", plan.trial_days)
         if not isinstance(trial_days, int) or trial_days < 0:
             raise InvalidInput("trial_days: must be a whole number of days", field="trial_days")
@@ -118,39 +123,75 @@ def create_subscription(db: Database, actor: Actor, values: dict[str, Any]) -> S
         first_day = local_date(billing_start, customer.timezone)
         anchor_date = calendar_anchor(first_day, interval) if anchor == "calendar" else first_day
         subscription = Subscription(
-            id=new_id("sub"), organization_id=actor.organization_id, customer_id=customer.id,
-            plan_id=plan.id, quantity=quantity,
+            id=new_id("sub"),
+            organization_id=actor.organization_id,
+            customer_id=customer.id,
+            plan_id=plan.id,
+            quantity=quantity,
             status="trialing" if trial_end and trial_end > now else "active",
-            start_at=start_at, end_at=end_at, trial_end_at=trial_end, anchor=anchor,
-            anchor_date=anchor_date, auto_renew=bool(auto_renew), renewal_term_months=term,
-            next_billing_at=billing_start, created_at=now,
+            start_at=start_at,
+            end_at=end_at,
+            trial_end_at=trial_end,
+            anchor=anchor,
+            anchor_date=anchor_date,
+            auto_renew=bool(auto_renew),
+            renewal_term_months=term,
+            next_billing_at=billing_start,
+            created_at=now,
         )
         session.add(subscription)
         session.flush()
-        session.add(SubscriptionChange(
-            id=new_id("chg"), organization_id=actor.organization_id,
-            subscription_id=subscription.id, kind="start", effective_at=start_at,
-            plan_id=plan.id, quantity=quantity, created_at=now,
-        ))
+        session.add(
+            SubscriptionChange(
+                id=new_id("chg"),
+                organization_id=actor.organization_id,
+                subscription_id=subscription.id,
+                kind="start",
+                effective_at=start_at,
+                plan_id=plan.id,
+                quantity=quantity,
+                created_at=now,
+            )
+        )
         if end_at is not None:
-            session.add(SubscriptionChange(
-                id=new_id("chg"), organization_id=actor.organization_id,
-                subscription_id=subscription.id, kind="cancel", effective_at=end_at,
-                note="end of term", created_at=now,
-            ))
-        audit(session, actor, "subscription.created", "subscription", subscription.id,
-              {"plan": plan.code, "quantity": str(quantity), "start_at": start_at.isoformat()})
+            session.add(
+                SubscriptionChange(
+                    id=new_id("chg"),
+                    organization_id=actor.organization_id,
+                    subscription_id=subscription.id,
+                    kind="cancel",
+                    effective_at=end_at,
+                    note="end of term",
+                    created_at=now,
+                )
+            )
+        audit(
+            session,
+            actor,
+            "subscription.created",
+            "subscription",
+            subscription.id,
+            {"plan": plan.code, "quantity": str(quantity), "start_at": start_at.isoformat()},
+        )
     return subscription
 
 
-def _period_amount(session: Session, actor: Actor, plan: Plan, quantity: Decimal,
-                   at: datetime) -> Decimal:
+def _period_amount(
+    session: Session, actor: Actor, plan: Plan, quantity: Decimal, at: datetime
+) -> Decimal:
     """What one full period of the plan costs at `quantity`: tells an upgrade from a downgrade."""
     total = Decimal(0)
     for code in plan.price_codes:
-        price = session.scalars(select(Price).where(
-            Price.organization_id == actor.organization_id, Price.code == code,
-            Price.effective_from <= at).order_by(Price.version.desc()).limit(1)).first()
+        price = session.scalars(
+            select(Price)
+            .where(
+                Price.organization_id == actor.organization_id,
+                Price.code == code,
+                Price.effective_from <= at,
+            )
+            .order_by(Price.version.desc())
+            .limit(1)
+        ).first()
         if price is None or price.kind != "recurring":
             continue
         terms = PriceTerms.from_dict(price.terms)
@@ -158,17 +199,31 @@ def _period_amount(session: Session, actor: Actor, plan: Plan, quantity: Decimal
     return total
 
 
-def _record(session: Session, actor: Actor, subscription: Subscription, kind: str,
-            effective_at: datetime, *, plan_id: str | None = None,
-            quantity: Decimal | None = None, note: str | None = None) -> SubscriptionChange:
+def _record(
+    session: Session,
+    actor: Actor,
+    subscription: Subscription,
+    kind: str,
+    effective_at: datetime,
+    *,
+    plan_id: str | None = None,
+    quantity: Decimal | None = None,
+    note: str | None = None,
+) -> SubscriptionChange:
     if effective_at < subscription.start_at:
         raise InvalidInput("effective_at: before the subscription started", field="effective_at")
     if subscription.end_at is not None and effective_at > subscription.end_at:
         raise Conflict("effective_at: after the subscription ends", field="effective_at")
     change = SubscriptionChange(
-        id=new_id("chg"), organization_id=actor.organization_id,
-        subscription_id=subscription.id, kind=kind, effective_at=effective_at,
-        plan_id=plan_id, quantity=quantity, note=note, created_at=utcnow(),
+        id=new_id("chg"),
+        organization_id=actor.organization_id,
+        subscription_id=subscription.id,
+        kind=kind,
+        effective_at=effective_at,
+        plan_id=plan_id,
+        quantity=quantity,
+        note=note,
+        created_at=utcnow(),
     )
     session.add(change)
     # Anything already billed from this instant on must be re-rated on the next invoice.
@@ -188,8 +243,9 @@ def _context(session: Session, actor: Actor, subscription_id: str):  # type: ign
     return subscription, customer, org, plan
 
 
-def change_subscription(db: Database, actor: Actor, subscription_id: str,
-                        values: dict[str, Any]) -> SubscriptionChange:
+def change_subscription(
+    db: Database, actor: Actor, subscription_id: str, values: dict[str, Any]
+) -> SubscriptionChange:
     """Upgrade, downgrade or change the quantity, now, later or backdated."""
     actor.require(*WRITERS, action="change subscriptions")
     new_plan_id = values.get("plan_id")
@@ -204,13 +260,16 @@ def change_subscription(db: Database, actor: Actor, subscription_id: str,
         if new_plan_id is not None:
             target = get_owned(session, Plan, new_plan_id, actor)
             if target.currency != plan.currency:
-                raise InvalidInput("plan_id: the new plan is in another currency",
-                                   field="plan_id")
+                raise InvalidInput("plan_id: the new plan is in another currency", field="plan_id")
             if (target.interval_unit, target.interval_count) != (
-                plan.interval_unit, plan.interval_count
+                plan.interval_unit,
+                plan.interval_count,
             ):
-                raise InvalidInput("plan_id: the new plan bills on another interval; cancel "
-                                   "and start a new subscription instead", field="plan_id")
+                raise InvalidInput(
+                    "plan_id: the new plan bills on another interval; cancel "
+                    "and start a new subscription instead",
+                    field="plan_id",
+                )
         quantity = new_quantity if new_quantity is not None else subscription.quantity
         at = requested or now
         old_amount = _period_amount(session, actor, plan, subscription.quantity, at)
@@ -221,19 +280,43 @@ def change_subscription(db: Database, actor: Actor, subscription_id: str,
             interval = plan_interval(plan)
             at = period_containing(subscription.anchor_date, interval, now, customer.timezone).end
         kind = "plan" if new_plan_id is not None else "quantity"
-        change = _record(session, actor, subscription, kind, at, plan_id=target.id,
-                         quantity=quantity, note=values.get("note") or direction)
+        change = _record(
+            session,
+            actor,
+            subscription,
+            kind,
+            at,
+            plan_id=target.id,
+            quantity=quantity,
+            note=values.get("note") or direction,
+        )
         if at <= now:
             subscription.plan_id = target.id
             subscription.quantity = quantity
-        audit(session, actor, f"subscription.{direction}", "subscription", subscription.id,
-              {"plan": target.code, "quantity": str(quantity), "effective_at": at.isoformat(),
-               "before": {"plan": plan.code, "quantity": str(subscription.quantity)}})
+        audit(
+            session,
+            actor,
+            f"subscription.{direction}",
+            "subscription",
+            subscription.id,
+            {
+                "plan": target.code,
+                "quantity": str(quantity),
+                "effective_at": at.isoformat(),
+                "before": {"plan": plan.code, "quantity": str(subscription.quantity)},
+            },
+        )
     return change
 
 
-def cancel_subscription(db: Database, actor: Actor, subscription_id: str, *,
-                        at_period_end: bool = False, effective_at: Any = None) -> Subscription:
+def cancel_subscription(
+    db: Database,
+    actor: Actor,
+    subscription_id: str,
+    *,
+    at_period_end: bool = False,
+    effective_at: Any = None,
+) -> Subscription:
     actor.require(*WRITERS, action="cancel subscriptions")
     now = utcnow()
     requested = _instant(effective_at, "effective_at")
@@ -241,29 +324,50 @@ def cancel_subscription(db: Database, actor: Actor, subscription_id: str, *,
         subscription, customer, org, plan = _context(session, actor, subscription_id)
         at = requested or now
         if at_period_end:
-            at = period_containing(subscription.anchor_date, plan_interval(plan), at,
-                                   customer.timezone).end
-        for change in session.scalars(select(SubscriptionChange).where(
-            SubscriptionChange.subscription_id == subscription.id,
-            SubscriptionChange.kind == "cancel",
-        )):
+            at = period_containing(
+                subscription.anchor_date, plan_interval(plan), at, customer.timezone
+            ).end
+        for change in session.scalars(
+            select(SubscriptionChange).where(
+                SubscriptionChange.subscription_id == subscription.id,
+                SubscriptionChange.kind == "cancel",
+            )
+        ):
             # A new cancellation replaces the end of term or an earlier scheduled cancellation.
             session.delete(change)
         subscription.end_at = None
-        _record(session, actor, subscription, "cancel", at,
-                note="at period end" if at_period_end else "cancelled")
+        _record(
+            session,
+            actor,
+            subscription,
+            "cancel",
+            at,
+            note="at period end" if at_period_end else "cancelled",
+        )
         subscription.end_at = at
         subscription.cancel_at_period_end = at_period_end
         subscription.canceled_at = now
         if at <= now:
             subscription.status = "canceled"
-        audit(session, actor, "subscription.canceled", "subscription", subscription.id,
-              {"effective_at": at.isoformat(), "at_period_end": at_period_end})
+        audit(
+            session,
+            actor,
+            "subscription.canceled",
+            "subscription",
+            subscription.id,
+            {"effective_at": at.isoformat(), "at_period_end": at_period_end},
+        )
     return subscription
 
 
-def pause_subscription(db: Database, actor: Actor, subscription_id: str, *,
-                       effective_at: Any = None, resume_at: Any = None) -> Subscription:
+def pause_subscription(
+    db: Database,
+    actor: Actor,
+    subscription_id: str,
+    *,
+    effective_at: Any = None,
+    resume_at: Any = None,
+) -> Subscription:
     actor.require(*WRITERS, action="pause subscriptions")
     now = utcnow()
     at = _instant(effective_at, "effective_at") or now
@@ -279,14 +383,23 @@ def pause_subscription(db: Database, actor: Actor, subscription_id: str, *,
             _record(session, actor, subscription, "resume", resume)
         if at <= now and (resume is None or resume > now):
             subscription.status = "paused"
-        audit(session, actor, "subscription.paused", "subscription", subscription.id,
-              {"effective_at": at.isoformat(),
-               "resume_at": None if resume is None else resume.isoformat()})
+        audit(
+            session,
+            actor,
+            "subscription.paused",
+            "subscription",
+            subscription.id,
+            {
+                "effective_at": at.isoformat(),
+                "resume_at": None if resume is None else resume.isoformat(),
+            },
+        )
     return subscription
 
 
-def resume_subscription(db: Database, actor: Actor, subscription_id: str, *,
-                        effective_at: Any = None) -> Subscription:
+def resume_subscription(
+    db: Database, actor: Actor, subscription_id: str, *, effective_at: Any = None
+) -> Subscription:
     actor.require(*WRITERS, action="resume subscriptions")
     at = _instant(effective_at, "effective_at") or utcnow()
     with db.transaction() as session:
@@ -295,8 +408,14 @@ def resume_subscription(db: Database, actor: Actor, subscription_id: str, *,
             raise Conflict(f"subscription {subscription.id} is not paused")
         _record(session, actor, subscription, "resume", at)
         subscription.status = "active"
-        audit(session, actor, "subscription.resumed", "subscription", subscription.id,
-              {"effective_at": at.isoformat()})
+        audit(
+            session,
+            actor,
+            "subscription.resumed",
+            "subscription",
+            subscription.id,
+            {"effective_at": at.isoformat()},
+        )
     return subscription
 
 
@@ -305,9 +424,14 @@ def get_subscription(db: Database, actor: Actor, subscription_id: str) -> Subscr
         return get_owned(session, Subscription, subscription_id, actor)
 
 
-def list_subscriptions(db: Database, actor: Actor, *, customer_id: str | None = None,
-                       limit: int = 50, after: str | None = None
-                       ) -> tuple[list[Subscription], str | None]:
+def list_subscriptions(
+    db: Database,
+    actor: Actor,
+    *,
+    customer_id: str | None = None,
+    limit: int = 50,
+    after: str | None = None,
+) -> tuple[list[Subscription], str | None]:
     with db.reading() as session:
         query = select(Subscription).where(Subscription.organization_id == actor.organization_id)
         if customer_id:
@@ -323,13 +447,20 @@ def list_subscriptions(db: Database, actor: Actor, *, customer_id: str | None = 
 def list_changes(db: Database, actor: Actor, subscription_id: str) -> list[SubscriptionChange]:
     with db.reading() as session:
         get_owned(session, Subscription, subscription_id, actor)
-        return list(session.scalars(select(SubscriptionChange).where(
-            SubscriptionChange.subscription_id == subscription_id,
-        ).order_by(SubscriptionChange.effective_at, SubscriptionChange.created_at)))
+        return list(
+            session.scalars(
+                select(SubscriptionChange)
+                .where(
+                    SubscriptionChange.subscription_id == subscription_id,
+                )
+                .order_by(SubscriptionChange.effective_at, SubscriptionChange.created_at)
+            )
+        )
 
 
-def record_usage(db: Database, actor: Actor, subscription_id: str,
-                 values: dict[str, Any]) -> tuple[UsageRecord, bool]:
+def record_usage(
+    db: Database, actor: Actor, subscription_id: str, values: dict[str, Any]
+) -> tuple[UsageRecord, bool]:
     """Report metered usage. Returns (record, created); a repeated transaction id is a no-op."""
     actor.require(*WRITERS, action="report usage")
     for name in ("price_code", "transaction_id"):
@@ -343,25 +474,38 @@ def record_usage(db: Database, actor: Actor, subscription_id: str,
             subscription = get_owned(session, Subscription, subscription_id, actor)
             plan = session.get(Plan, subscription.plan_id)
             if values["price_code"] not in plan.price_codes:
-                raise InvalidInput(f"price_code: {values['price_code']} is not on plan "
-                                   f"{plan.code}", field="price_code")
+                raise InvalidInput(
+                    f"price_code: {values['price_code']} is not on plan {plan.code}",
+                    field="price_code",
+                )
             record = UsageRecord(
-                id=new_id("use"), organization_id=actor.organization_id,
-                subscription_id=subscription.id, price_code=values["price_code"],
-                transaction_id=values["transaction_id"], occurred_at=occurred_at,
-                quantity=quantity, value=value, created_at=utcnow(),
+                id=new_id("use"),
+                organization_id=actor.organization_id,
+                subscription_id=subscription.id,
+                price_code=values["price_code"],
+                transaction_id=values["transaction_id"],
+                occurred_at=occurred_at,
+                quantity=quantity,
+                value=value,
+                created_at=utcnow(),
             )
             session.add(record)
             session.flush()
     except IntegrityError:
         with db.reading() as session:
-            existing = session.scalars(select(UsageRecord).where(
-                UsageRecord.organization_id == actor.organization_id,
-                UsageRecord.transaction_id == values["transaction_id"])).one()
+            existing = session.scalars(
+                select(UsageRecord).where(
+                    UsageRecord.organization_id == actor.organization_id,
+                    UsageRecord.transaction_id == values["transaction_id"],
+                )
+            ).one()
         if (existing.quantity, existing.value, existing.price_code) != (
-            quantity, value, values["price_code"]
+            quantity,
+            value,
+            values["price_code"],
         ):
-            raise Conflict("transaction_id: already used for different usage",
-                           field="transaction_id") from None
+            raise Conflict(
+                "transaction_id: already used for different usage", field="transaction_id"
+            ) from None
         return existing, False
     return record, True

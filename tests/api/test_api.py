@@ -6,14 +6,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tallybook.api.app import create_app
-from tallybook.services.base import Database
+from tallybook.services.base import Actor, Database, Role
 from tallybook.services.organizations import create_api_key, create_organization
-from tallybook.services.base import Actor, Role
 
 
 def _org(db: Database, name: str = "Org") -> tuple[Actor, dict[str, str]]:
-    org, key = create_organization(db, name, "EUR", timezone="Europe/Berlin",
-                                   settings={"approval_thresholds": {"EUR": "1000"}})
+    org, key = create_organization(
+        db, name, "EUR", timezone="Europe/Berlin", settings={"approval_thresholds": {"EUR": "1000"}}
+    )
     admin = Actor(org.id, key.id, Role.ADMIN)
     keys = {"admin": key.secret}
     for role in ("billing_manager", "billing_clerk", "viewer"):
@@ -34,40 +34,75 @@ def build_world(client: TestClient, key: str, seats: int = 3) -> dict[str, str]:
     """Catalog, customer, subscription, contract, issued invoice and credit note via the API."""
     h = auth(key)
     ids: dict[str, str] = {}
-    r = client.post("/v1/tax-rates", json={"code": "DE19", "name": "VAT 19%",
-                                           "jurisdiction": "DE", "percent": "19"}, headers=h)
+    r = client.post(
+        "/v1/tax-rates",
+        json={"code": "DE19", "name": "VAT 19%", "jurisdiction": "DE", "percent": "19"},
+        headers=h,
+    )
     assert r.status_code == 201, r.text
     product = client.post("/v1/products", json={"code": "seat", "name": "Seat"}, headers=h).json()
     ids["product"] = product["id"]
-    price = client.post("/v1/prices", json={
-        "code": "seat-m", "product_id": product["id"], "currency": "EUR",
-        "terms": {"model": "per_unit", "amount": "100.00"},
-        "effective_from": "2020-01-01T00:00:00+00:00"}, headers=h)
+    price = client.post(
+        "/v1/prices",
+        json={
+            "code": "seat-m",
+            "product_id": product["id"],
+            "currency": "EUR",
+            "terms": {"model": "per_unit", "amount": "100.00"},
+            "effective_from": "2020-01-01T00:00:00+00:00",
+        },
+        headers=h,
+    )
     assert price.status_code == 201, price.text
     ids["price"] = price.json()["id"]
-    plan = client.post("/v1/plans", json={"code": "team", "name": "Team", "currency": "EUR",
-                                          "price_codes": ["seat-m"]}, headers=h)
+    plan = client.post(
+        "/v1/plans",
+        json={"code": "team", "name": "Team", "currency": "EUR", "price_codes": ["seat-m"]},
+        headers=h,
+    )
     assert plan.status_code == 201, plan.text
     ids["plan"] = plan.json()["id"]
-    customer = client.post("/v1/customers", json={
-        "legal_name": "Kunde AG", "country": "DE", "currency": "EUR",
-        "timezone": "Europe/Berlin", "tax_ids": ["DE136695976"]}, headers=h)
+    customer = client.post(
+        "/v1/customers",
+        json={
+            "legal_name": "Kunde AG",
+            "country": "DE",
+            "currency": "EUR",
+            "timezone": "Europe/Berlin",
+            "tax_ids": ["DE136695976"],
+        },
+        headers=h,
+    )
     assert customer.status_code == 201, customer.text
     ids["customer"] = customer.json()["id"]
-    sub = client.post("/v1/subscriptions", json={
-        "customer_id": ids["customer"], "plan_id": ids["plan"], "quantity": seats,
-        "start_at": "2026-01-01T00:00:00+01:00", "anchor": "calendar"}, headers=h)
+    sub = client.post(
+        "/v1/subscriptions",
+        json={
+            "customer_id": ids["customer"],
+            "plan_id": ids["plan"],
+            "quantity": seats,
+            "start_at": "2026-01-01T00:00:00+01:00",
+            "anchor": "calendar",
+        },
+        headers=h,
+    )
     assert sub.status_code == 201, sub.text
     ids["subscription"] = sub.json()["id"]
-    contract = client.post("/v1/contracts", json={
-        "customer_id": ids["customer"], "reference": "C-1", "name": "Rollout",
-        "start_date": "2026-01-01", "milestones": [{"name": "Kick-off", "amount": "500.00"}]},
-        headers=h)
+    contract = client.post(
+        "/v1/contracts",
+        json={
+            "customer_id": ids["customer"],
+            "reference": "C-1",
+            "name": "Rollout",
+            "start_date": "2026-01-01",
+            "milestones": [{"name": "Kick-off", "amount": "500.00"}],
+        },
+        headers=h,
+    )
     assert contract.status_code == 201, contract.text
     ids["contract"] = contract.json()["id"]
     ids["milestone"] = contract.json()["milestones"][0]["id"]
-    run = client.post("/v1/billing-runs", json={"as_of": "2026-01-01T00:00:01+01:00"},
-                      headers=h)
+    run = client.post("/v1/billing-runs", json={"as_of": "2026-01-01T00:00:01+01:00"}, headers=h)
     assert run.status_code == 200, run.text
     ids["invoice"] = run.json()["invoice_ids"][0]
     invoice = client.get(f"/v1/invoices/{ids['invoice']}", headers=h).json()
@@ -91,31 +126,43 @@ def test_invoice_lifecycle_and_explanation(client: TestClient, db: Database) -> 
     text = explanation.json()["text"]
     assert "seat-m version 1" in text and "357.00 EUR" in text
     # An issued invoice cannot be edited: 409 with a clear message.
-    edit = client.post(f"/v1/invoices/{ids['invoice']}/lines",
-                       json={"description": "extra", "unit_price": "1.00"}, headers=h)
+    edit = client.post(
+        f"/v1/invoices/{ids['invoice']}/lines",
+        json={"description": "extra", "unit_price": "1.00"},
+        headers=h,
+    )
     assert edit.status_code == 409
     assert edit.headers["content-type"].startswith("application/problem+json")
     assert "cannot be changed" in edit.json()["detail"]
-    credit = client.post(f"/v1/invoices/{ids['invoice']}/credit-notes",
-                         json={"reason": "goodwill", "lines": [{"line_id": "1", "quantity": "1"}]},
-                         headers=h)
+    credit = client.post(
+        f"/v1/invoices/{ids['invoice']}/credit-notes",
+        json={"reason": "goodwill", "lines": [{"line_id": "1", "quantity": "1"}]},
+        headers=h,
+    )
     assert credit.status_code == 201, credit.text
     # 1 of 3 seats: 100.00 net + 19.00 VAT
     assert (credit.json()["subtotal"], credit.json()["tax"], credit.json()["total"]) == (
-        "100.00", "19.00", "119.00")
+        "100.00",
+        "19.00",
+        "119.00",
+    )
     assert credit.json()["number"] == "CN-2026-000001"
     after = client.get(f"/v1/invoices/{ids['invoice']}", headers=h).json()
     assert after["amount_due"] == "238.00"
 
 
-def test_every_id_endpoint_answers_404_to_another_organization(client: TestClient,
-                                                              db: Database) -> None:
+def test_every_id_endpoint_answers_404_to_another_organization(
+    client: TestClient, db: Database
+) -> None:
     _, keys = _org(db, "Owner")
     ids = build_world(client, keys["admin"])
     credit = client.post(f"/v1/invoices/{ids['invoice']}/issue", headers=auth(keys["admin"]))
     assert credit.status_code == 200
-    note = client.post(f"/v1/invoices/{ids['invoice']}/credit-notes",
-                       json={"reason": "r"}, headers=auth(keys["admin"])).json()
+    note = client.post(
+        f"/v1/invoices/{ids['invoice']}/credit-notes",
+        json={"reason": "r"},
+        headers=auth(keys["admin"]),
+    ).json()
     before = client.get(f"/v1/invoices/{ids['invoice']}", headers=auth(keys["admin"])).json()
     _, other = _org(db, "Intruder")
     h = auth(other["admin"])
@@ -134,12 +181,18 @@ def test_every_id_endpoint_answers_404_to_another_organization(client: TestClien
         ("post", f"/v1/subscriptions/{ids['subscription']}/cancel", {}),
         ("post", f"/v1/subscriptions/{ids['subscription']}/pause", {}),
         ("post", f"/v1/subscriptions/{ids['subscription']}/resume", {}),
-        ("post", f"/v1/subscriptions/{ids['subscription']}/usage",
-         {"price_code": "seat-m", "transaction_id": "t1"}),
+        (
+            "post",
+            f"/v1/subscriptions/{ids['subscription']}/usage",
+            {"price_code": "seat-m", "transaction_id": "t1"},
+        ),
         ("get", f"/v1/contracts/{ids['contract']}/milestones", None),
         ("post", f"/v1/milestones/{ids['milestone']}/complete", {}),
-        ("post", "/v1/charges", {"customer_id": ids["customer"], "description": "x",
-                                 "unit_price": "1"}),
+        (
+            "post",
+            "/v1/charges",
+            {"customer_id": ids["customer"], "description": "x", "unit_price": "1"},
+        ),
         ("post", "/v1/subscriptions", {"customer_id": ids["customer"], "plan_id": ids["plan"]}),
         ("post", "/v1/invoices", {"customer_id": ids["customer"]}),
         ("get", f"/v1/invoices/{inv}", None),
@@ -152,8 +205,11 @@ def test_every_id_endpoint_answers_404_to_another_organization(client: TestClien
         ("post", f"/v1/invoices/{inv}/uncollectible", {"reason": "x"}),
         ("get", f"/v1/invoices/{inv}/lines/1/explanation", None),
         ("post", f"/v1/invoices/{inv}/credit-notes", {"reason": "x"}),
-        ("post", f"/v1/invoices/{inv}/debit-notes",
-         {"reason": "x", "lines": [{"description": "x", "unit_price": "1"}]}),
+        (
+            "post",
+            f"/v1/invoices/{inv}/debit-notes",
+            {"reason": "x", "lines": [{"description": "x", "unit_price": "1"}]},
+        ),
         ("get", f"/v1/credit-notes/{note['id']}", None),
         ("delete", f"/v1/api-keys/{ids['invoice']}", None),
     ]
@@ -169,22 +225,28 @@ def test_every_id_endpoint_answers_404_to_another_organization(client: TestClien
 def test_roles(client: TestClient, db: Database) -> None:
     _, keys = _org(db)
     ids = build_world(client, keys["admin"], seats=20)  # 20 x 100 = 2000 + VAT > 1000 limit
-    viewer = client.post("/v1/customers", json={"legal_name": "x", "country": "DE",
-                                                "currency": "EUR"}, headers=auth(keys["viewer"]))
+    viewer = client.post(
+        "/v1/customers",
+        json={"legal_name": "x", "country": "DE", "currency": "EUR"},
+        headers=auth(keys["viewer"]),
+    )
     assert viewer.status_code == 403 and "viewer" in viewer.json()["detail"]
     assert client.get("/v1/customers", headers=auth(keys["viewer"])).status_code == 200
     invoice = client.get(f"/v1/invoices/{ids['invoice']}", headers=auth(keys["viewer"])).json()
     assert invoice["approval_status"] == "pending"
     clerk = client.post(f"/v1/invoices/{ids['invoice']}/issue", headers=auth(keys["billing_clerk"]))
     assert clerk.status_code == 403 and "approval threshold" in clerk.json()["detail"]
-    clerk_approve = client.post(f"/v1/invoices/{ids['invoice']}/approve",
-                                headers=auth(keys["billing_clerk"]))
+    clerk_approve = client.post(
+        f"/v1/invoices/{ids['invoice']}/approve", headers=auth(keys["billing_clerk"])
+    )
     assert clerk_approve.status_code == 403
-    approve = client.post(f"/v1/invoices/{ids['invoice']}/approve",
-                          headers=auth(keys["billing_manager"]))
+    approve = client.post(
+        f"/v1/invoices/{ids['invoice']}/approve", headers=auth(keys["billing_manager"])
+    )
     assert approve.status_code == 200 and approve.json()["approval_status"] == "approved"
-    issued = client.post(f"/v1/invoices/{ids['invoice']}/issue",
-                         headers=auth(keys["billing_clerk"]))
+    issued = client.post(
+        f"/v1/invoices/{ids['invoice']}/issue", headers=auth(keys["billing_clerk"])
+    )
     assert issued.status_code == 200 and issued.json()["status"] == "issued"
     assert client.get("/v1/customers", headers=auth("tb_nope_nope")).status_code == 401
 
@@ -192,21 +254,26 @@ def test_roles(client: TestClient, db: Database) -> None:
 def test_problem_details_name_the_field(client: TestClient, db: Database) -> None:
     _, keys = _org(db)
     h = auth(keys["admin"])
-    bad_country = client.post("/v1/customers", json={"legal_name": "x", "country": "XX",
-                                                     "currency": "EUR"}, headers=h)
+    bad_country = client.post(
+        "/v1/customers", json={"legal_name": "x", "country": "XX", "currency": "EUR"}, headers=h
+    )
     assert bad_country.status_code == 422
     body = bad_country.json()
     assert body["field"] == "country" and body["title"] == "Invalid input"
     assert bad_country.headers["content-type"].startswith("application/problem+json")
-    float_price = client.post("/v1/tax-rates", json={"code": "x", "name": "x",
-                                                     "jurisdiction": "DE", "percent": 19.5},
-                              headers=h)
+    float_price = client.post(
+        "/v1/tax-rates",
+        json={"code": "x", "name": "x", "jurisdiction": "DE", "percent": 19.5},
+        headers=h,
+    )
     assert float_price.status_code == 422 and "percent" in float_price.json()["detail"]
     missing = client.post("/v1/customers", json={"country": "DE", "currency": "EUR"}, headers=h)
     assert missing.status_code == 422 and missing.json()["field"] == "legal_name"
-    bad_tax_id = client.post("/v1/customers", json={"legal_name": "x", "country": "DE",
-                                                    "currency": "EUR", "tax_ids": ["DE123"]},
-                             headers=h)
+    bad_tax_id = client.post(
+        "/v1/customers",
+        json={"legal_name": "x", "country": "DE", "currency": "EUR", "tax_ids": ["DE123"]},
+        headers=h,
+    )
     assert bad_tax_id.status_code == 422 and "tax_ids" in bad_tax_id.json()["detail"]
     listed = client.get("/v1/customers", headers=h).json()
     assert listed["data"] == []  # nothing half-written
@@ -232,8 +299,11 @@ def test_cursor_pagination(client: TestClient, db: Database) -> None:
     _, keys = _org(db)
     h = auth(keys["admin"])
     for index in range(5):
-        client.post("/v1/customers", json={"legal_name": f"C{index}", "country": "DE",
-                                           "currency": "EUR"}, headers=h)
+        client.post(
+            "/v1/customers",
+            json={"legal_name": f"C{index}", "country": "DE", "currency": "EUR"},
+            headers=h,
+        )
     seen: list[str] = []
     cursor = None
     while True:

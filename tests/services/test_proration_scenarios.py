@@ -1,4 +1,4 @@
-"""Proration through real billing runs: each policy, cancellation, anchors, leap year, DST, trial."""
+"""Proration through real billing runs: policies, cancellation, anchors, leap year, DST, trial."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
+from conftest import make_org
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tallybook.services import billing, catalog, customers, invoices, subscriptions
 from tallybook.services.base import Actor, Database
-from conftest import make_org
 
 
 def at(*args: int, tz: str = "UTC") -> datetime:
@@ -22,15 +22,28 @@ def two_plans(db: Database, actor: Actor, timezone: str = "UTC"):
     """Basic 10.00 and Pro 31.00 a month, flat; no tax, so amounts are the prices."""
     product = catalog.create_product(db, actor, {"code": "svc", "name": "Service"})
     for code, amount in (("basic-m", "10.00"), ("pro-m", "31.00")):
-        catalog.create_price(db, actor, {"code": code, "product_id": product.id,
-                                         "currency": "USD", "effective_from": at(2020, 1, 1),
-                                         "terms": {"model": "per_unit", "amount": amount}})
-    basic = catalog.create_plan(db, actor, {"code": "basic", "name": "Basic", "currency": "USD",
-                                            "price_codes": ["basic-m"]})
-    pro = catalog.create_plan(db, actor, {"code": "pro", "name": "Pro", "currency": "USD",
-                                          "price_codes": ["pro-m"]})
-    customer = customers.create_customer(db, actor, {"legal_name": "Acme Inc", "country": "US",
-                                                     "currency": "USD", "timezone": timezone})
+        catalog.create_price(
+            db,
+            actor,
+            {
+                "code": code,
+                "product_id": product.id,
+                "currency": "USD",
+                "effective_from": at(2020, 1, 1),
+                "terms": {"model": "per_unit", "amount": amount},
+            },
+        )
+    basic = catalog.create_plan(
+        db, actor, {"code": "basic", "name": "Basic", "currency": "USD", "price_codes": ["basic-m"]}
+    )
+    pro = catalog.create_plan(
+        db, actor, {"code": "pro", "name": "Pro", "currency": "USD", "price_codes": ["pro-m"]}
+    )
+    customer = customers.create_customer(
+        db,
+        actor,
+        {"legal_name": "Acme Inc", "country": "US", "currency": "USD", "timezone": timezone},
+    )
     return basic, pro, customer
 
 
@@ -50,17 +63,26 @@ def lines_of(db: Database, actor: Actor, invoice_id: str) -> list[int]:
         ("thirty_day_month", [-500, 1550, 3100]),
     ],
 )
-def test_upgrade_mid_period_under_each_policy(db: Database, policy: str,
-                                              expected: list[int]) -> None:
+def test_upgrade_mid_period_under_each_policy(
+    db: Database, policy: str, expected: list[int]
+) -> None:
     actor = make_org(db, proration_policy=policy)
     basic, pro, customer = two_plans(db, actor)
-    sub = subscriptions.create_subscription(db, actor, {
-        "customer_id": customer.id, "plan_id": basic.id, "start_at": at(2026, 1, 1),
-        "anchor": "calendar"})
+    sub = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": basic.id,
+            "start_at": at(2026, 1, 1),
+            "anchor": "calendar",
+        },
+    )
     first = billing.run_billing(db, actor, at(2026, 1, 1, 0, 0, 1))
     assert lines_of(db, actor, first.invoice_ids[0]) == [1000]
-    subscriptions.change_subscription(db, actor, sub.id, {"plan_id": pro.id,
-                                                          "effective_at": at(2026, 1, 16)})
+    subscriptions.change_subscription(
+        db, actor, sub.id, {"plan_id": pro.id, "effective_at": at(2026, 1, 16)}
+    )
     second = billing.run_billing(db, actor, at(2026, 2, 1, 0, 0, 1))
     # February in advance on Pro (31.00) plus the two January adjustments.
     assert lines_of(db, actor, second.invoice_ids[0]) == expected
@@ -69,21 +91,36 @@ def test_upgrade_mid_period_under_each_policy(db: Database, policy: str,
 def test_downgrade_credit_immediately_or_at_period_end(db: Database) -> None:
     actor = make_org(db, downgrade_credit="immediate")
     basic, pro, customer = two_plans(db, actor)
-    sub = subscriptions.create_subscription(db, actor, {
-        "customer_id": customer.id, "plan_id": pro.id, "start_at": at(2026, 1, 1),
-        "anchor": "calendar"})
+    sub = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": pro.id,
+            "start_at": at(2026, 1, 1),
+            "anchor": "calendar",
+        },
+    )
     billing.run_billing(db, actor, at(2026, 1, 1, 0, 0, 1))
-    subscriptions.change_subscription(db, actor, sub.id, {"plan_id": basic.id,
-                                                          "effective_at": at(2026, 1, 21)})
+    subscriptions.change_subscription(
+        db, actor, sub.id, {"plan_id": basic.id, "effective_at": at(2026, 1, 21)}
+    )
     run = billing.run_billing(db, actor, at(2026, 2, 1, 0, 0, 1))
     # 11 days left of 31: credit Pro 31.00 x 11/31 = 11.00; charge Basic 10 x 11/31 = 3.548 -> 3.55
     assert lines_of(db, actor, run.invoice_ids[0]) == [-1100, 355, 1000]
 
     later = make_org(db, downgrade_credit="period_end")
     basic, pro, customer = two_plans(db, later)
-    sub = subscriptions.create_subscription(db, later, {
-        "customer_id": customer.id, "plan_id": pro.id, "start_at": at(2026, 1, 1),
-        "anchor": "calendar"})
+    sub = subscriptions.create_subscription(
+        db,
+        later,
+        {
+            "customer_id": customer.id,
+            "plan_id": pro.id,
+            "start_at": at(2026, 1, 1),
+            "anchor": "calendar",
+        },
+    )
     billing.run_billing(db, later, at(2026, 1, 1, 0, 0, 1))
     change = subscriptions.change_subscription(db, later, sub.id, {"plan_id": basic.id})
     # No effective_at given: the downgrade waits for the end of the paid period.
@@ -93,9 +130,16 @@ def test_downgrade_credit_immediately_or_at_period_end(db: Database) -> None:
 def test_cancellation_now_credits_unused_time(db: Database) -> None:
     actor = make_org(db)
     basic, _, customer = two_plans(db, actor)
-    sub = subscriptions.create_subscription(db, actor, {
-        "customer_id": customer.id, "plan_id": basic.id, "start_at": at(2026, 1, 1),
-        "anchor": "calendar"})
+    sub = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": basic.id,
+            "start_at": at(2026, 1, 1),
+            "anchor": "calendar",
+        },
+    )
     billing.run_billing(db, actor, at(2026, 1, 1, 0, 0, 1))
     subscriptions.cancel_subscription(db, actor, sub.id, effective_at=at(2026, 1, 11))
     run = billing.run_billing(db, actor, at(2026, 2, 1, 0, 0, 1))
@@ -106,19 +150,27 @@ def test_cancellation_now_credits_unused_time(db: Database) -> None:
 
 
 @pytest.mark.parametrize(("year", "february_day"), [(2026, 28), (2028, 29)])
-def test_anniversary_on_the_31st_across_february(db: Database, year: int,
-                                                 february_day: int) -> None:
+def test_anniversary_on_the_31st_across_february(
+    db: Database, year: int, february_day: int
+) -> None:
     actor = make_org(db)
     basic, _, customer = two_plans(db, actor)
-    subscriptions.create_subscription(db, actor, {
-        "customer_id": customer.id, "plan_id": basic.id, "start_at": at(year, 1, 31),
-        "anchor": "anniversary"})
+    subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": basic.id,
+            "start_at": at(year, 1, 31),
+            "anchor": "anniversary",
+        },
+    )
     run = billing.run_billing(db, actor, at(year, 5, 1))
-    dates = sorted(invoices.get_invoice(db, actor, i)[0].billing_date.isoformat()
-                   for i in run.invoice_ids)
+    dates = sorted(
+        invoices.get_invoice(db, actor, i)[0].billing_date.isoformat() for i in run.invoice_ids
+    )
     # Falls on the last day of February, then returns to the 31st; April has 30 days.
-    assert dates == [f"{year}-01-31", f"{year}-02-{february_day}", f"{year}-03-31",
-                     f"{year}-04-30"]
+    assert dates == [f"{year}-01-31", f"{year}-02-{february_day}", f"{year}-03-31", f"{year}-04-30"]
     # Every full period is billed in full, whatever its length.
     assert all(lines_of(db, actor, i) == [1000] for i in run.invoice_ids)
 
@@ -130,12 +182,23 @@ def test_dst_change_in_the_customers_timezone(db: Database) -> None:
     results = {}
     for name, actor in (("seconds", seconds), ("days", days)):
         basic, pro, customer = two_plans(db, actor, timezone="America/New_York")
-        sub = subscriptions.create_subscription(db, actor, {
-            "customer_id": customer.id, "plan_id": basic.id,
-            "start_at": at(2026, 3, 1, tz="America/New_York"), "anchor": "calendar"})
+        sub = subscriptions.create_subscription(
+            db,
+            actor,
+            {
+                "customer_id": customer.id,
+                "plan_id": basic.id,
+                "start_at": at(2026, 3, 1, tz="America/New_York"),
+                "anchor": "calendar",
+            },
+        )
         billing.run_billing(db, actor, at(2026, 3, 1, 1, tz="America/New_York"))
-        subscriptions.change_subscription(db, actor, sub.id, {
-            "plan_id": pro.id, "effective_at": at(2026, 3, 16, tz="America/New_York")})
+        subscriptions.change_subscription(
+            db,
+            actor,
+            sub.id,
+            {"plan_id": pro.id, "effective_at": at(2026, 3, 16, tz="America/New_York")},
+        )
         run = billing.run_billing(db, actor, at(2026, 4, 1, 1, tz="America/New_York"))
         results[name] = lines_of(db, actor, run.invoice_ids[0])
     # Seconds: 16 days = 1,382,400 s of 2,674,800 s. Pro 31 x that = 16.0215 -> 16.02;
@@ -148,9 +211,17 @@ def test_dst_change_in_the_customers_timezone(db: Database) -> None:
 def test_trial_ending_mid_period(db: Database) -> None:
     actor = make_org(db)
     basic, _, customer = two_plans(db, actor)
-    subscriptions.create_subscription(db, actor, {
-        "customer_id": customer.id, "plan_id": basic.id, "start_at": at(2026, 1, 1),
-        "trial_days": 14, "anchor": "calendar"})
+    subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": basic.id,
+            "start_at": at(2026, 1, 1),
+            "trial_days": 14,
+            "anchor": "calendar",
+        },
+    )
     assert billing.run_billing(db, actor, at(2026, 1, 10)).invoices_created == 0
     run = billing.run_billing(db, actor, at(2026, 2, 1, 0, 0, 1))
     amounts = sorted(lines_of(db, actor, i) for i in run.invoice_ids)
@@ -169,16 +240,23 @@ def test_second_run_for_the_same_instant_creates_nothing(
 ) -> None:
     actor = make_org(db)
     basic, _, customer = two_plans(db, actor)
-    sub = subscriptions.create_subscription(db, actor, {
-        "customer_id": customer.id, "plan_id": basic.id, "start_at": at(2026, 1, 1),
-        "anchor": "calendar"})
+    sub = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": basic.id,
+            "start_at": at(2026, 1, 1),
+            "anchor": "calendar",
+        },
+    )
     billing.run_billing(db, actor, at(2026, 1, 1, 1))
     for index, quantity in enumerate(quantities):
-        subscriptions.change_subscription(db, actor, sub.id, {
-            "quantity": quantity, "effective_at": at(2026, 1, days[index])})
+        subscriptions.change_subscription(
+            db, actor, sub.id, {"quantity": quantity, "effective_at": at(2026, 1, days[index])}
+        )
     as_of = at(2026, 1 + months, 1, 1)
     first = billing.run_billing(db, actor, as_of)
     second = billing.run_billing(db, actor, as_of)
     assert first.invoices_created == months
     assert (second.invoices_created, second.invoices_updated, second.lines_created) == (0, 0, 0)
-
