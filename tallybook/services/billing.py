@@ -656,6 +656,10 @@ def _coupon_discounts(
     result = []
     for redemption in redemptions:
         coupon = ctx.coupons[redemption.coupon_id]
+        used = redemption.invoices_applied + updates.get(redemption.id, 0)
+        limit = {"once": 1, "repeating": coupon.duration_periods}.get(coupon.duration)
+        if limit is not None and used >= limit:
+            continue  # used up by earlier invoices of this same run
         product_ids = None
         if coupon.product_codes:
             product_ids = [p.id for p in ctx.products.values() if p.code in coupon.product_codes]

@@ -45,6 +45,22 @@ def _decimal(value: Any, field: str) -> Decimal:
         raise InvalidInput(str(error), field=field) from None
 
 
+def _instant(value: Any, field: str) -> datetime | None:
+    """An aware date-time from an ISO string or a datetime; None stays None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            raise InvalidInput(
+                f"{field}: {value!r} is not an ISO 8601 date-time", field=field
+            ) from None
+    if not isinstance(value, datetime) or value.tzinfo is None:
+        raise InvalidInput(f"{field}: give a date-time with a time zone offset", field=field)
+    return value
+
+
 def _required(values: dict[str, Any], *names: str) -> None:
     for name in names:
         if values.get(name) in (None, ""):
@@ -183,7 +199,7 @@ def create_price(db: Database, actor: Actor, values: dict[str, Any]) -> Price:
     terms = _terms(values)
     currency = check_currency(values["currency"])
     now = utcnow()
-    effective_from = values.get("effective_from") or now
+    effective_from = _instant(values.get("effective_from"), "effective_from") or now
     try:
         with db.transaction() as session:
             product = get_owned(session, Product, values["product_id"], actor)
@@ -230,6 +246,7 @@ def new_price_version(
     """Change a price: a new version, in force from `effective_from` (default now)."""
     actor.require(*MANAGERS, action="manage the catalog")
     parsed = _terms({"terms": terms})
+    effective_from = _instant(effective_from, "effective_from")
     with db.transaction() as session:
         latest = _latest_price(session, actor, code, lock=True)
         row = Price(

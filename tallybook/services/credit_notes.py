@@ -382,8 +382,6 @@ def create_debit_note(
         session.add(note)
         invoice.debited_minor += totals.total_minor
         _refresh_amount_due(invoice)
-        if invoice.status == "paid" and invoice.amount_due_minor > 0:
-            invoice.status = "partially_paid"
         session.flush()
         audit(
             session,

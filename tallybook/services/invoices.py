@@ -453,6 +453,7 @@ def issue_invoice(
 
 
 def _refresh_amount_due(invoice: Invoice) -> None:
+    """Amount due and the payment status follow totals, credits, debits and payments."""
     invoice.amount_due_minor = max(
         invoice.total_minor
         + invoice.debited_minor
@@ -461,11 +462,14 @@ def _refresh_amount_due(invoice: Invoice) -> None:
         - invoice.paid_minor,
         0,
     )
-    if invoice.status in ("issued", "partially_paid", "paid") and invoice.total_minor > 0:
-        if invoice.amount_due_minor == 0:
-            invoice.status = "paid"
-        elif invoice.paid_minor > 0:
-            invoice.status = "partially_paid"
+    if invoice.status not in ("issued", "partially_paid", "paid"):
+        return
+    if invoice.amount_due_minor == 0:
+        invoice.status = "paid"  # settled: by payment, customer credit or credit notes
+    elif invoice.paid_minor > 0:
+        invoice.status = "partially_paid"
+    else:
+        invoice.status = "issued"
 
 
 def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> Invoice:
@@ -481,6 +485,8 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
             raise Conflict("invoice has payments; refund or reverse them before voiding")
         if invoice.credited_minor > 0:
             raise Conflict("invoice has credit notes; it cannot be voided")
+        if invoice.debited_minor > 0:
+            raise Conflict("invoice has debit notes; it cannot be voided")
         if invoice.credit_applied_minor:
             customer = session.get(Customer, invoice.customer_id, with_for_update=True)
             customer.credit_balance_minor += invoice.credit_applied_minor

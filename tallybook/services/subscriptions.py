@@ -42,26 +42,11 @@ from tallybook.services.base import (
     get_owned,
     utcnow,
 )
-from tallybook.services.catalog import _decimal
+from tallybook.services.catalog import _decimal, _instant
 
 
 def plan_interval(plan: Plan) -> Interval:
     return Interval(IntervalUnit(plan.interval_unit), plan.interval_count)
-
-
-def _instant(value: Any, field: str) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            raise InvalidInput(
-                f"{field}: {value!r} is not an ISO 8601 date-time", field=field
-            ) from None
-    if not isinstance(value, datetime) or value.tzinfo is None:
-        raise InvalidInput(f"{field}: give a date-time with a time zone offset", field=field)
-    return value
 
 
 def _quantity(value: Any, field: str = "quantity") -> Decimal:
@@ -499,7 +484,8 @@ def record_usage(
                     UsageRecord.transaction_id == values["transaction_id"],
                 )
             ).one()
-        if (existing.quantity, existing.value, existing.price_code) != (
+        if (existing.subscription_id, existing.quantity, existing.value, existing.price_code) != (
+            subscription_id,
             quantity,
             value,
             values["price_code"],
