@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import pytest
+from conftest import make_org
 
 from tallybook.services import (
     billing,
@@ -16,7 +17,6 @@ from tallybook.services import (
     subscriptions,
 )
 from tallybook.services.base import Conflict, Database, InvalidInput
-from conftest import make_org
 
 
 def at(*args: int) -> datetime:

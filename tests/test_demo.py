@@ -1,0 +1,70 @@
+"""The demo runs end to end and leaves a database that shows every feature it promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from tallybook import demo
+from tallybook.core.pricing import PricingModel
+from tallybook.db.models import Organization
+from tallybook.services import credit_notes, customers, invoices
+from tallybook.services.base import Actor, Database, Role
+
+
+def _all_customers(db: Database, actor: Actor) -> list:
+    rows, after = [], None
+    while True:
+        page, after = customers.list_customers(db, actor, limit=100, after=after)
+        rows.extend(page)
+        if after is None:
+            return rows
+
+
+def test_demo_builds_a_realistic_billed_organisation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "demo.db"
+    assert demo.main(str(path)) == 0
+
+    output = capsys.readouterr().out
+    for heading in ("Invoices by currency", "Top customers", "Credit note",
+                    "Why was I charged this?"):
+        assert heading in output
+
+    db = Database(f"sqlite:///{path}")
+    try:
+        with db.reading() as session:
+            org = session.scalars(select(Organization).where(
+                Organization.name == demo.ORG_NAME)).one()
+        viewer = Actor(org.id, None, Role.VIEWER)
+
+        assert len(_all_customers(db, viewer)) >= 50
+
+        issued = [inv for inv in demo._all_invoices(db, viewer)
+                  if inv.status not in ("draft", "void")]
+        assert len({inv.currency for inv in issued}) >= 3
+        assert not demo._all_invoices(db, viewer, "draft")
+
+        notes = credit_notes.list_credit_notes(db, viewer)
+        assert notes and all(note.total_minor > 0 for note in notes)
+
+        models: set[str] = set()
+        kinds: set[str] = set()
+        prorated = 0
+        for invoice in issued:
+            _, lines = invoices.get_invoice(db, viewer, invoice.id)
+            for line in lines:
+                kinds.add(line.kind)
+                if line.explanation.get("price"):
+                    models.add(line.explanation["price"]["model"])
+                if line.explanation.get("proration") is not None:
+                    prorated += 1
+        assert models == {model.value for model in PricingModel}
+        assert "commitment_true_up" in kinds
+        assert {"adjustment", "milestone", "one_off", "time_and_materials"} <= kinds
+        assert prorated > 0
+    finally:
+        db.dispose()
