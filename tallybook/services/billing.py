@@ -460,13 +460,11 @@ def _bill_batch(
         result.lines_created += len(line_rows)
     if guard_rows:
         session.execute(insert(SubscriptionPeriodInvoice), guard_rows)
-    for values in cursor_updates:
+    if cursor_updates:
+        # One executemany by primary key instead of a statement per subscription.
         session.execute(
-            update(Subscription)
-            .where(Subscription.id == values["id"])
-            .values(
-                next_billing_at=values["next_billing_at"], status=values["status"], rerate_from=None
-            )
+            update(Subscription),
+            [{**values, "rerate_from": None} for values in cursor_updates],
         )
     for values in charge_updates:
         session.execute(
