@@ -258,3 +258,32 @@ def test_milestone_and_time_and_materials_charges(db: Database) -> None:
     assert billing.run_billing(db, actor, at(2026, 1, 31)).invoices_created == 0
     _, sentence, _ = invoices.explain_invoice_line(db, actor, invoice.id, "2")
     assert "12.5 x 120.00" in sentence or "12.5" in sentence
+
+
+def test_a_price_change_is_a_new_version_and_issued_invoices_keep_theirs(db: Database) -> None:
+    actor, customer, plan, _ = seat_world(db)
+    invoice, lines = first_invoice(db, actor, customer, plan)
+    invoices.issue_invoice(db, actor, invoice.id)
+    v2 = catalog.new_price_version(
+        db, actor, "seat-m", {"model": "per_unit", "amount": "120.00"},
+        "2026-02-01T00:00:00+00:00")
+    assert v2.version == 2
+    run = billing.run_billing(db, actor, at(2026, 2, 1, 1))
+    february, february_lines = invoices.get_invoice(db, actor, run.invoice_ids[0])
+    assert february_lines[0].explanation["price"]["version"] == 2
+    assert february.subtotal_minor == 12000
+    january, january_lines = invoices.get_invoice(db, actor, invoice.id)
+    assert january_lines[0].explanation["price"]["version"] == 1
+    assert january.subtotal_minor == 10000
+
+
+def test_dry_run_writes_nothing(db: Database) -> None:
+    actor, customer, plan, _ = seat_world(db)
+    subscriptions.create_subscription(db, actor, {
+        "customer_id": customer.id, "plan_id": plan.id, "quantity": 2,
+        "start_at": at(2026, 1, 1), "anchor": "calendar"})
+    preview = billing.run_billing(db, actor, at(2026, 1, 1, 1), dry_run=True)
+    assert [p.total_minor for p in preview.previews] == [23800]  # 2 x 100 + 19 %
+    assert invoices.list_invoices(db, actor)[0] == []
+    real = billing.run_billing(db, actor, at(2026, 1, 1, 1))
+    assert real.invoices_created == 1
