@@ -88,6 +88,8 @@ class BillingRunResult:
     conflicts: int = 0
     previews: list[DraftPreview] = field(default_factory=list)
     invoice_ids: list[str] = field(default_factory=list)
+    # Off for very large runs, so that memory does not grow with the number of customers.
+    keep_invoice_ids: bool = True
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ def run_billing(
         raise ValueError("as_of: give a date-time with a time zone")
     if not dry_run:
         actor.require(*WRITERS, action="run billing")
-    result = BillingRunResult(as_of=as_of, dry_run=dry_run)
+    result = BillingRunResult(as_of=as_of, dry_run=dry_run, keep_invoice_ids=keep_invoice_ids)
     with db.reading() as session:
         context = _load_context(session, actor.organization_id)
     after = ""
@@ -418,7 +420,7 @@ def _bill_batch(
                     )
                 )
                 result.invoices_updated += 1
-            if result.invoice_ids is not None:
+            if result.keep_invoice_ids:
                 result.invoice_ids.append(invoice_id)
             start = len(prior_lines)
             for position, payload in enumerate(line_payloads[start:], start=start):
