@@ -30,26 +30,33 @@ def test_demo_builds_a_realistic_billed_organisation(
     assert demo.main(str(path)) == 0
 
     output = capsys.readouterr().out
-    for heading in ("Invoices by currency", "Top customers", "Credit note",
-                    "Why was I charged this?"):
+    for heading in (
+        "Invoices by currency",
+        "Top customers",
+        "Credit note",
+        "Why was I charged this?",
+    ):
         assert heading in output
 
     db = Database(f"sqlite:///{path}")
     try:
         with db.reading() as session:
-            org = session.scalars(select(Organization).where(
-                Organization.name == demo.ORG_NAME)).one()
+            org = session.scalars(
+                select(Organization).where(Organization.name == demo.ORG_NAME)
+            ).one()
         viewer = Actor(org.id, None, Role.VIEWER)
 
         assert len(_all_customers(db, viewer)) >= 50
 
-        issued = [inv for inv in demo._all_invoices(db, viewer)
-                  if inv.status not in ("draft", "void")]
+        issued = [
+            inv for inv in demo._all_invoices(db, viewer) if inv.status not in ("draft", "void")
+        ]
         assert len({inv.currency for inv in issued}) >= 3
         assert not demo._all_invoices(db, viewer, "draft")
 
         notes = credit_notes.list_credit_notes(db, viewer)
         assert notes and all(note.total_minor > 0 for note in notes)
+        assert {note.issue_date for note in notes} == {demo.CREDIT_NOTE_DATE}
 
         models: set[str] = set()
         kinds: set[str] = set()
