@@ -71,13 +71,19 @@ debit_notes_app = _group("debit-notes", "Debit notes: further charges on issued 
 
 ApiKeyOpt = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="TALLYBOOK_API_KEY", show_envvar=True, show_default=False,
-                 help="API key to act with."),
+    typer.Option(
+        "--api-key",
+        envvar="TALLYBOOK_API_KEY",
+        show_envvar=True,
+        show_default=False,
+        help="API key to act with.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 
 
 # -- plumbing ----------------------------------------------------------------------------------
+
 
 def _fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr and a non-zero exit: how every user mistake ends."""
@@ -176,8 +182,13 @@ def _cell(value: Any) -> Text:
     return Text(str(value))
 
 
-def _table(columns: list[str], rows: list[list[Any]], *, title: str | None = None,
-           right: tuple[str, ...] = ()) -> None:
+def _table(
+    columns: list[str],
+    rows: list[list[Any]],
+    *,
+    title: str | None = None,
+    right: tuple[str, ...] = (),
+) -> None:
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(column, justify="right" if column in right else "left")
@@ -209,8 +220,9 @@ def _instant(value: str | None, option: str) -> datetime | None:
     except ValueError:
         raise ValueError(f"{option}: {value!r} is not an ISO 8601 date-time") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"{option}: {value!r} needs a time zone offset, e.g. "
-                         f"{parsed.isoformat()}+00:00")
+        raise ValueError(
+            f"{option}: {value!r} needs a time zone offset, e.g. {parsed.isoformat()}+00:00"
+        )
     return parsed
 
 
@@ -225,16 +237,19 @@ def _json_object(value: str, option: str) -> dict[str, Any]:
     try:
         data = json.loads(text, parse_float=Decimal)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{option}: not valid JSON ({error.msg} at column {error.colno})"
-                         ) from None
+        raise ValueError(
+            f"{option}: not valid JSON ({error.msg} at column {error.colno})"
+        ) from None
     if not isinstance(data, dict):
-        raise ValueError(f"{option}: give a JSON object such as "
-                         '{"model": "per_unit", "amount": "10.00"}')
+        raise ValueError(
+            f'{option}: give a JSON object such as {{"model": "per_unit", "amount": "10.00"}}'
+        )
     return data
 
 
-def _pages(fetch: Callable[[str | None], tuple[list[Any], str | None]],
-           limit: int | None) -> list[Any]:
+def _pages(
+    fetch: Callable[[str | None], tuple[list[Any], str | None]], limit: int | None
+) -> list[Any]:
     """Follow a service's cursor until the end or until `limit` rows."""
     rows: list[Any] = []
     after: str | None = None
@@ -283,6 +298,7 @@ def _compact(values: dict[str, Any]) -> dict[str, Any]:
 
 # -- organisation set-up -----------------------------------------------------------------------
 
+
 @command(app, "init")
 def init(
     name: Annotated[str, typer.Option("--name", help="Legal name of the organisation.")],
@@ -322,8 +338,10 @@ def serve(
 
 @command(app, "demo")
 def demo(
-    database: Annotated[str | None, typer.Option(
-        "--database", help="SQLite file to (re)build (default ./tallybook-demo.db).")] = None,
+    database: Annotated[
+        str | None,
+        typer.Option("--database", help="SQLite file to (re)build (default ./tallybook-demo.db)."),
+    ] = None,
 ) -> None:
     """Build a demo organisation in a fresh SQLite file, bill a few months and report."""
     try:
@@ -342,8 +360,9 @@ KEY_FIELDS = ("id", "name", "role", "prefix", "created_at", "revoked_at")
 @command(keys_app, "create")
 def keys_create(
     name: Annotated[str, typer.Option("--name", help="What the key is for.")],
-    role: Annotated[str, typer.Option(
-        "--role", help="admin, billing_manager, billing_clerk or viewer.")],
+    role: Annotated[
+        str, typer.Option("--role", help="admin, billing_manager, billing_clerk or viewer.")
+    ],
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -365,51 +384,73 @@ def keys_list(api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json([render.row(k, KEY_FIELDS) for k in rows])
         return
-    _table(["ID", "Name", "Role", "Prefix", "Created", "Revoked"],
-           [[k.id, k.name, k.role, k.prefix, k.created_at, k.revoked_at] for k in rows])
+    _table(
+        ["ID", "Name", "Role", "Prefix", "Created", "Revoked"],
+        [[k.id, k.name, k.role, k.prefix, k.created_at, k.revoked_at] for k in rows],
+    )
 
 
 # -- customers ---------------------------------------------------------------------------------
+
 
 @command(customers_app, "create")
 def customers_create(
     name: Annotated[str, typer.Option("--name", help="Legal name.")],
     country: Annotated[str, typer.Option("--country", help="ISO 3166 alpha-2 code, e.g. DE.")],
     currency: Annotated[str, typer.Option("--currency", help="Billing currency (ISO 4217).")],
-    email: Annotated[list[str] | None, typer.Option(
-        "--email", help="Billing e-mail address (repeatable).")] = None,
+    email: Annotated[
+        list[str] | None, typer.Option("--email", help="Billing e-mail address (repeatable).")
+    ] = None,
     timezone: Annotated[str | None, typer.Option("--timezone", help="IANA time zone.")] = None,
-    tax_id: Annotated[list[str] | None, typer.Option(
-        "--tax-id", help="Tax id such as a VAT number (repeatable).")] = None,
-    external_id: Annotated[str | None, typer.Option(
-        "--external-id", help="Your own id for the customer.")] = None,
-    payment_terms: Annotated[int | None, typer.Option(
-        "--payment-terms", help="Days until an invoice is due.")] = None,
+    tax_id: Annotated[
+        list[str] | None, typer.Option("--tax-id", help="Tax id such as a VAT number (repeatable).")
+    ] = None,
+    external_id: Annotated[
+        str | None, typer.Option("--external-id", help="Your own id for the customer.")
+    ] = None,
+    payment_terms: Annotated[
+        int | None, typer.Option("--payment-terms", help="Days until an invoice is due.")
+    ] = None,
     tax_exempt: Annotated[bool, typer.Option("--tax-exempt", help="Charge no tax.")] = False,
-    reverse_charge: Annotated[bool, typer.Option(
-        "--reverse-charge", help="The customer accounts for the tax.")] = False,
-    po_required: Annotated[bool, typer.Option(
-        "--po-required", help="Invoices need a purchase order number.")] = False,
+    reverse_charge: Annotated[
+        bool, typer.Option("--reverse-charge", help="The customer accounts for the tax.")
+    ] = False,
+    po_required: Annotated[
+        bool, typer.Option("--po-required", help="Invoices need a purchase order number.")
+    ] = False,
     region: Annotated[str | None, typer.Option("--region", help="State or region code.")] = None,
     city: Annotated[str | None, typer.Option("--city")] = None,
     postal_code: Annotated[str | None, typer.Option("--postal-code")] = None,
     address: Annotated[str | None, typer.Option("--address", help="Street address.")] = None,
     address2: Annotated[str | None, typer.Option("--address2", help="Second line.")] = None,
-    language: Annotated[str | None, typer.Option(
-        "--language", help="Invoice language (ISO 639-1).")] = None,
+    language: Annotated[
+        str | None, typer.Option("--language", help="Invoice language (ISO 639-1).")
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a customer."""
-    values = _compact({
-        "legal_name": name, "country": country, "currency": currency,
-        "emails": email or None, "timezone": timezone, "tax_ids": tax_id or None,
-        "external_id": external_id, "payment_terms_days": payment_terms,
-        "tax_exempt": tax_exempt or None, "reverse_charge": reverse_charge or None,
-        "po_required": po_required or None, "region": region, "city": city,
-        "postal_code": postal_code, "address_line1": address, "address_line2": address2,
-        "language": language,
-    })
+    values = _compact(
+        {
+            "legal_name": name,
+            "country": country,
+            "currency": currency,
+            "emails": email or None,
+            "timezone": timezone,
+            "tax_ids": tax_id or None,
+            "external_id": external_id,
+            "payment_terms_days": payment_terms,
+            "tax_exempt": tax_exempt or None,
+            "reverse_charge": reverse_charge or None,
+            "po_required": po_required or None,
+            "region": region,
+            "city": city,
+            "postal_code": postal_code,
+            "address_line1": address,
+            "address_line2": address2,
+            "language": language,
+        }
+    )
     with _session(api_key) as (db, actor):
         customer = customers.create_customer(db, actor, values)
     if as_json:
@@ -427,15 +468,30 @@ def customers_list(
 ) -> None:
     """List customers."""
     with _session(api_key) as (db, actor):
-        rows = _pages(lambda after: customers.list_customers(
-            db, actor, limit=100, after=after, include_archived=include_archived), limit)
+        rows = _pages(
+            lambda after: customers.list_customers(
+                db, actor, limit=100, after=after, include_archived=include_archived
+            ),
+            limit,
+        )
     if as_json:
         _emit_json([render.customer(c) for c in rows])
         return
-    _table(["ID", "Name", "Country", "Currency", "Credit balance", "Archived"],
-           [[c.id, c.legal_name, c.country, c.currency,
-             format_minor(c.credit_balance_minor, c.currency), c.archived_at] for c in rows],
-           right=("Credit balance",))
+    _table(
+        ["ID", "Name", "Country", "Currency", "Credit balance", "Archived"],
+        [
+            [
+                c.id,
+                c.legal_name,
+                c.country,
+                c.currency,
+                format_minor(c.credit_balance_minor, c.currency),
+                c.archived_at,
+            ]
+            for c in rows
+        ],
+        right=("Credit balance",),
+    )
 
 
 @command(customers_app, "show")
@@ -446,25 +502,39 @@ def customers_show(customer_id: str, api_key: ApiKeyOpt = None, as_json: JsonOpt
     if as_json:
         _emit_json(render.customer(c))
         return
-    address = ", ".join(part for part in (c.address_line1, c.address_line2, c.postal_code,
-                                          c.city, c.region, c.country) if part)
-    treatment = ("tax exempt" if c.tax_exempt else "reverse charge" if c.reverse_charge
-                 else "standard")
-    _fields([
-        ("ID", c.id), ("Legal name", c.legal_name), ("External id", c.external_id),
-        ("E-mails", ", ".join(c.emails or [])), ("Address", address),
-        ("Currency", c.currency), ("Time zone", c.timezone), ("Language", c.language),
-        ("Payment terms", f"{c.payment_terms_days} days"),
-        ("Tax ids", ", ".join(f"{t['country']} {t['value']}" for t in c.tax_ids or [])),
-        ("Tax treatment", treatment), ("PO required", c.po_required),
-        ("Credit balance", format_minor(c.credit_balance_minor, c.currency)),
-        ("Archived", c.archived_at), ("Created", c.created_at),
-    ])
+    address = ", ".join(
+        part
+        for part in (c.address_line1, c.address_line2, c.postal_code, c.city, c.region, c.country)
+        if part
+    )
+    treatment = (
+        "tax exempt" if c.tax_exempt else "reverse charge" if c.reverse_charge else "standard"
+    )
+    _fields(
+        [
+            ("ID", c.id),
+            ("Legal name", c.legal_name),
+            ("External id", c.external_id),
+            ("E-mails", ", ".join(c.emails or [])),
+            ("Address", address),
+            ("Currency", c.currency),
+            ("Time zone", c.timezone),
+            ("Language", c.language),
+            ("Payment terms", f"{c.payment_terms_days} days"),
+            ("Tax ids", ", ".join(f"{t['country']} {t['value']}" for t in c.tax_ids or [])),
+            ("Tax treatment", treatment),
+            ("PO required", c.po_required),
+            ("Credit balance", format_minor(c.credit_balance_minor, c.currency)),
+            ("Archived", c.archived_at),
+            ("Created", c.created_at),
+        ]
+    )
 
 
 @command(customers_app, "archive")
-def customers_archive(customer_id: str, api_key: ApiKeyOpt = None,
-                      as_json: JsonOpt = False) -> None:
+def customers_archive(
+    customer_id: str, api_key: ApiKeyOpt = None, as_json: JsonOpt = False
+) -> None:
     """Delete a customer without history, or archive one that has some."""
     with _session(api_key) as (db, actor):
         outcome = customers.delete_customer(db, actor, customer_id)
@@ -479,21 +549,31 @@ def customers_archive(customer_id: str, api_key: ApiKeyOpt = None,
 
 # -- catalog -----------------------------------------------------------------------------------
 
+
 @command(products_app, "create")
 def products_create(
     code: Annotated[str, typer.Option("--code")],
     name: Annotated[str, typer.Option("--name")],
-    tax_category: Annotated[str | None, typer.Option(
-        "--tax-category", help="Tax category (default standard).")] = None,
-    unit_label: Annotated[str | None, typer.Option(
-        "--unit-label", help="What a unit is called, e.g. seat.")] = None,
+    tax_category: Annotated[
+        str | None, typer.Option("--tax-category", help="Tax category (default standard).")
+    ] = None,
+    unit_label: Annotated[
+        str | None, typer.Option("--unit-label", help="What a unit is called, e.g. seat.")
+    ] = None,
     description: Annotated[str | None, typer.Option("--description")] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a product."""
-    values = _compact({"code": code, "name": name, "tax_category": tax_category,
-                       "unit_label": unit_label, "description": description})
+    values = _compact(
+        {
+            "code": code,
+            "name": name,
+            "tax_category": tax_category,
+            "unit_label": unit_label,
+            "description": description,
+        }
+    )
     with _session(api_key) as (db, actor):
         product = catalog.create_product(db, actor, values)
     if as_json:
@@ -510,8 +590,10 @@ def products_list(api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json([render.row(p, render.PRODUCT) for p in rows])
         return
-    _table(["ID", "Code", "Name", "Tax category", "Unit"],
-           [[p.id, p.code, p.name, p.tax_category, p.unit_label] for p in rows])
+    _table(
+        ["ID", "Code", "Name", "Tax category", "Unit"],
+        [[p.id, p.code, p.name, p.tax_category, p.unit_label] for p in rows],
+    )
 
 
 def _terms_text(terms: dict[str, Any]) -> str:
@@ -523,26 +605,44 @@ def prices_create(
     code: Annotated[str, typer.Option("--code")],
     product: Annotated[str, typer.Option("--product", help="Product id or code.")],
     currency: Annotated[str, typer.Option("--currency")],
-    terms: Annotated[str, typer.Option(
-        "--terms", help='Pricing terms as JSON (or @file), e.g. '
-                        '\'{"model": "per_unit", "amount": "10.00"}\'.')],
+    terms: Annotated[
+        str,
+        typer.Option(
+            "--terms",
+            help="Pricing terms as JSON (or @file), e.g. "
+            '\'{"model": "per_unit", "amount": "10.00"}\'.',
+        ),
+    ],
     kind: Annotated[str, typer.Option("--kind", help="recurring or usage.")] = "recurring",
-    timing: Annotated[str | None, typer.Option(
-        "--timing", help="in_advance or in_arrears (usage: in_arrears).")] = None,
-    interval: Annotated[str, typer.Option(
-        "--interval", help="day, week, month, quarter or year.")] = "month",
+    timing: Annotated[
+        str | None, typer.Option("--timing", help="in_advance or in_arrears (usage: in_arrears).")
+    ] = None,
+    interval: Annotated[
+        str, typer.Option("--interval", help="day, week, month, quarter or year.")
+    ] = "month",
     interval_count: Annotated[int, typer.Option("--interval-count", min=1)] = 1,
-    effective_from: Annotated[str | None, typer.Option(
-        "--effective-from", help="ISO date-time the price applies from (default now).")] = None,
+    effective_from: Annotated[
+        str | None,
+        typer.Option(
+            "--effective-from", help="ISO date-time the price applies from (default now)."
+        ),
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a price (version 1) for a product."""
-    values = _compact({
-        "code": code, "currency": currency, "terms": _json_object(terms, "--terms"),
-        "kind": kind, "timing": timing, "interval": interval, "interval_count": interval_count,
-        "effective_from": _instant(effective_from, "--effective-from"),
-    })
+    values = _compact(
+        {
+            "code": code,
+            "currency": currency,
+            "terms": _json_object(terms, "--terms"),
+            "kind": kind,
+            "timing": timing,
+            "interval": interval,
+            "interval_count": interval_count,
+            "effective_from": _instant(effective_from, "--effective-from"),
+        }
+    )
     with _session(api_key) as (db, actor):
         values["product_id"] = _product_id(db, actor, product)
         price = catalog.create_price(db, actor, values)
@@ -564,17 +664,33 @@ def prices_list(
     if as_json:
         _emit_json([render.row(p, render.PRICE) for p in rows])
         return
-    _table(["Code", "Version", "Currency", "Kind", "Every", "Timing", "Terms", "Effective from"],
-           [[p.code, p.version, p.currency, p.kind, f"{p.interval_count} {p.interval_unit}",
-             p.timing, _terms_text(p.terms), p.effective_from] for p in rows])
+    _table(
+        ["Code", "Version", "Currency", "Kind", "Every", "Timing", "Terms", "Effective from"],
+        [
+            [
+                p.code,
+                p.version,
+                p.currency,
+                p.kind,
+                f"{p.interval_count} {p.interval_unit}",
+                p.timing,
+                _terms_text(p.terms),
+                p.effective_from,
+            ]
+            for p in rows
+        ],
+    )
 
 
 @command(prices_app, "version")
 def prices_version(
     code: str,
     terms: Annotated[str, typer.Option("--terms", help="New pricing terms as JSON (or @file).")],
-    effective_from: Annotated[str | None, typer.Option(
-        "--effective-from", help="ISO date-time the version applies from (default now).")
+    effective_from: Annotated[
+        str | None,
+        typer.Option(
+            "--effective-from", help="ISO date-time the version applies from (default now)."
+        ),
     ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
@@ -587,8 +703,10 @@ def prices_version(
     if as_json:
         _emit_json(render.row(price, render.PRICE))
         return
-    typer.echo(f"Price {price.code} version {price.version} in force from "
-               f"{price.effective_from.isoformat()}: {price.id}")
+    typer.echo(
+        f"Price {price.code} version {price.version} in force from "
+        f"{price.effective_from.isoformat()}: {price.id}"
+    )
 
 
 @command(plans_app, "create")
@@ -604,8 +722,15 @@ def plans_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a plan from price codes."""
-    values = {"code": code, "name": name, "currency": currency, "price_codes": list(price),
-              "interval": interval, "interval_count": interval_count, "trial_days": trial_days}
+    values = {
+        "code": code,
+        "name": name,
+        "currency": currency,
+        "price_codes": list(price),
+        "interval": interval,
+        "interval_count": interval_count,
+        "trial_days": trial_days,
+    }
     with _session(api_key) as (db, actor):
         plan = catalog.create_plan(db, actor, values)
     if as_json:
@@ -622,33 +747,55 @@ def plans_list(api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json([render.row(p, render.PLAN) for p in rows])
         return
-    _table(["ID", "Code", "Name", "Currency", "Every", "Prices", "Trial days"],
-           [[p.id, p.code, p.name, p.currency, f"{p.interval_count} {p.interval_unit}",
-             ", ".join(p.price_codes), p.trial_days] for p in rows])
+    _table(
+        ["ID", "Code", "Name", "Currency", "Every", "Prices", "Trial days"],
+        [
+            [
+                p.id,
+                p.code,
+                p.name,
+                p.currency,
+                f"{p.interval_count} {p.interval_unit}",
+                ", ".join(p.price_codes),
+                p.trial_days,
+            ]
+            for p in rows
+        ],
+    )
 
 
 @command(tax_rates_app, "create")
 def tax_rates_create(
     code: Annotated[str, typer.Option("--code")],
     name: Annotated[str, typer.Option("--name", help="Name printed on invoices, e.g. VAT 19%.")],
-    jurisdiction: Annotated[str, typer.Option(
-        "--jurisdiction", help="Country (DE), state (US-CA) or city (US-CA-SF).")],
+    jurisdiction: Annotated[
+        str, typer.Option("--jurisdiction", help="Country (DE), state (US-CA) or city (US-CA-SF).")
+    ],
     percent: Annotated[str, typer.Option("--percent", help="Rate in percent, e.g. 19.")],
-    category: Annotated[str | None, typer.Option(
-        "--category", help="Tax category (default standard).")] = None,
+    category: Annotated[
+        str | None, typer.Option("--category", help="Tax category (default standard).")
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a tax rate."""
-    values = _compact({"code": code, "name": name, "jurisdiction": jurisdiction,
-                       "percent": percent, "tax_category": category})
+    values = _compact(
+        {
+            "code": code,
+            "name": name,
+            "jurisdiction": jurisdiction,
+            "percent": percent,
+            "tax_category": category,
+        }
+    )
     with _session(api_key) as (db, actor):
         rate = catalog.create_tax_rate(db, actor, values)
     if as_json:
         _emit_json(render.row(rate, render.TAX_RATE))
         return
-    typer.echo(f"Tax rate {rate.code} ({_dec(rate.percent)}% in {rate.jurisdiction}) created: "
-               f"{rate.id}")
+    typer.echo(
+        f"Tax rate {rate.code} ({_dec(rate.percent)}% in {rate.jurisdiction}) created: {rate.id}"
+    )
 
 
 @command(tax_rates_app, "list")
@@ -659,13 +806,14 @@ def tax_rates_list(api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json([render.row(r, render.TAX_RATE) for r in rows])
         return
-    _table(["Code", "Name", "Jurisdiction", "Category", "Percent", "Active"],
-           [[r.code, r.name, r.jurisdiction, r.tax_category, _dec(r.percent), r.active]
-            for r in rows], right=("Percent",))
+    _table(
+        ["Code", "Name", "Jurisdiction", "Category", "Percent", "Active"],
+        [[r.code, r.name, r.jurisdiction, r.tax_category, _dec(r.percent), r.active] for r in rows],
+        right=("Percent",),
+    )
 
 
-REDEMPTION_FIELDS = ("id", "coupon_id", "customer_id", "invoices_applied", "active",
-                     "created_at")
+REDEMPTION_FIELDS = ("id", "coupon_id", "customer_id", "invoices_applied", "active", "created_at")
 
 
 @command(coupons_app, "create")
@@ -674,21 +822,34 @@ def coupons_create(
     name: Annotated[str, typer.Option("--name")],
     kind: Annotated[str, typer.Option("--kind", help="percent or fixed.")],
     value: Annotated[str, typer.Option("--value", help="Percent, or amount for fixed.")],
-    duration: Annotated[str, typer.Option(
-        "--duration", help="once, repeating or forever.")] = "once",
-    periods: Annotated[int | None, typer.Option(
-        "--periods", help="Invoices a repeating coupon applies to.")] = None,
-    currency: Annotated[str | None, typer.Option(
-        "--currency", help="Currency of a fixed coupon.")] = None,
-    product: Annotated[list[str] | None, typer.Option(
-        "--product", help="Limit to this product code (repeatable).")] = None,
+    duration: Annotated[
+        str, typer.Option("--duration", help="once, repeating or forever.")
+    ] = "once",
+    periods: Annotated[
+        int | None, typer.Option("--periods", help="Invoices a repeating coupon applies to.")
+    ] = None,
+    currency: Annotated[
+        str | None, typer.Option("--currency", help="Currency of a fixed coupon.")
+    ] = None,
+    product: Annotated[
+        list[str] | None, typer.Option("--product", help="Limit to this product code (repeatable).")
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a coupon."""
-    values = _compact({"code": code, "name": name, "kind": kind, "value": value,
-                       "duration": duration, "duration_periods": periods,
-                       "currency": currency, "product_codes": list(product) if product else None})
+    values = _compact(
+        {
+            "code": code,
+            "name": name,
+            "kind": kind,
+            "value": value,
+            "duration": duration,
+            "duration_periods": periods,
+            "currency": currency,
+            "product_codes": list(product) if product else None,
+        }
+    )
     with _session(api_key) as (db, actor):
         coupon = catalog.create_coupon(db, actor, values)
     if as_json:
@@ -705,15 +866,27 @@ def coupons_list(api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
     if as_json:
         _emit_json([render.row(c, render.COUPON) for c in rows])
         return
-    _table(["Code", "Name", "Kind", "Value", "Currency", "Duration", "Products"],
-           [[c.code, c.name, c.kind, _dec(c.value), c.currency,
-             c.duration + (f" ({c.duration_periods})" if c.duration_periods else ""),
-             ", ".join(c.product_codes or [])] for c in rows])
+    _table(
+        ["Code", "Name", "Kind", "Value", "Currency", "Duration", "Products"],
+        [
+            [
+                c.code,
+                c.name,
+                c.kind,
+                _dec(c.value),
+                c.currency,
+                c.duration + (f" ({c.duration_periods})" if c.duration_periods else ""),
+                ", ".join(c.product_codes or []),
+            ]
+            for c in rows
+        ],
+    )
 
 
 @command(coupons_app, "apply")
-def coupons_apply(customer_id: str, code: str, api_key: ApiKeyOpt = None,
-                  as_json: JsonOpt = False) -> None:
+def coupons_apply(
+    customer_id: str, code: str, api_key: ApiKeyOpt = None, as_json: JsonOpt = False
+) -> None:
     """Apply a coupon to a customer's next invoices."""
     with _session(api_key) as (db, actor):
         redemption = catalog.apply_coupon(db, actor, customer_id, code)
@@ -725,8 +898,16 @@ def coupons_apply(customer_id: str, code: str, api_key: ApiKeyOpt = None,
 
 # -- subscriptions -----------------------------------------------------------------------------
 
-USAGE_FIELDS = ("id", "subscription_id", "price_code", "transaction_id", "occurred_at",
-                "quantity", "value", "created_at")
+USAGE_FIELDS = (
+    "id",
+    "subscription_id",
+    "price_code",
+    "transaction_id",
+    "occurred_at",
+    "quantity",
+    "value",
+    "created_at",
+)
 
 
 @command(subscriptions_app, "create")
@@ -734,29 +915,40 @@ def subscriptions_create(
     customer: Annotated[str, typer.Option("--customer", help="Customer id.")],
     plan: Annotated[str, typer.Option("--plan", help="Plan id or code.")],
     quantity: Annotated[str | None, typer.Option("--quantity", help="Default 1.")] = None,
-    start: Annotated[str | None, typer.Option(
-        "--start", help="ISO date-time with offset (default now).")] = None,
+    start: Annotated[
+        str | None, typer.Option("--start", help="ISO date-time with offset (default now).")
+    ] = None,
     end: Annotated[str | None, typer.Option("--end", help="ISO date-time it ends.")] = None,
-    trial_days: Annotated[int | None, typer.Option(
-        "--trial-days", min=0, help="Default: the plan's.")] = None,
-    anchor: Annotated[str | None, typer.Option(
-        "--anchor", help="calendar or anniversary (default anniversary).")] = None,
+    trial_days: Annotated[
+        int | None, typer.Option("--trial-days", min=0, help="Default: the plan's.")
+    ] = None,
+    anchor: Annotated[
+        str | None, typer.Option("--anchor", help="calendar or anniversary (default anniversary).")
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a subscription."""
-    values = _compact({
-        "customer_id": customer, "quantity": quantity, "start_at": _instant(start, "--start"),
-        "end_at": _instant(end, "--end"), "trial_days": trial_days, "anchor": anchor,
-    })
+    values = _compact(
+        {
+            "customer_id": customer,
+            "quantity": quantity,
+            "start_at": _instant(start, "--start"),
+            "end_at": _instant(end, "--end"),
+            "trial_days": trial_days,
+            "anchor": anchor,
+        }
+    )
     with _session(api_key) as (db, actor):
         values["plan_id"] = _plan_id(db, actor, plan)
         subscription = subscriptions.create_subscription(db, actor, values)
     if as_json:
         _emit_json(render.row(subscription, render.SUBSCRIPTION))
         return
-    typer.echo(f"Subscription {subscription.id} created ({subscription.status}); first billing "
-               f"at {subscription.next_billing_at.isoformat()}")
+    typer.echo(
+        f"Subscription {subscription.id} created ({subscription.status}); first billing "
+        f"at {subscription.next_billing_at.isoformat()}"
+    )
 
 
 @command(subscriptions_app, "list")
@@ -768,15 +960,32 @@ def subscriptions_list(
 ) -> None:
     """List subscriptions."""
     with _session(api_key) as (db, actor):
-        rows = _pages(lambda after: subscriptions.list_subscriptions(
-            db, actor, customer_id=customer, limit=100, after=after), limit)
+        rows = _pages(
+            lambda after: subscriptions.list_subscriptions(
+                db, actor, customer_id=customer, limit=100, after=after
+            ),
+            limit,
+        )
         plans = {p.id: p.code for p in catalog.list_plans(db, actor)}
     if as_json:
         _emit_json([render.row(s, render.SUBSCRIPTION) for s in rows])
         return
-    _table(["ID", "Customer", "Plan", "Quantity", "Status", "Started", "Next billing", "Ends"],
-           [[s.id, s.customer_id, plans.get(s.plan_id, s.plan_id), _dec(s.quantity), s.status,
-             s.start_at, s.next_billing_at, s.end_at] for s in rows])
+    _table(
+        ["ID", "Customer", "Plan", "Quantity", "Status", "Started", "Next billing", "Ends"],
+        [
+            [
+                s.id,
+                s.customer_id,
+                plans.get(s.plan_id, s.plan_id),
+                _dec(s.quantity),
+                s.status,
+                s.start_at,
+                s.next_billing_at,
+                s.end_at,
+            ]
+            for s in rows
+        ],
+    )
 
 
 @command(subscriptions_app, "change")
@@ -784,15 +993,22 @@ def subscriptions_change(
     subscription_id: str,
     plan: Annotated[str | None, typer.Option("--plan", help="New plan id or code.")] = None,
     quantity: Annotated[str | None, typer.Option("--quantity", help="New quantity.")] = None,
-    effective_at: Annotated[str | None, typer.Option(
-        "--effective-at", help="ISO date-time (default now; may be backdated).")] = None,
+    effective_at: Annotated[
+        str | None,
+        typer.Option("--effective-at", help="ISO date-time (default now; may be backdated)."),
+    ] = None,
     note: Annotated[str | None, typer.Option("--note")] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Upgrade, downgrade or change the quantity, now, later or backdated."""
-    values = _compact({"quantity": quantity, "note": note,
-                       "effective_at": _instant(effective_at, "--effective-at")})
+    values = _compact(
+        {
+            "quantity": quantity,
+            "note": note,
+            "effective_at": _instant(effective_at, "--effective-at"),
+        }
+    )
     with _session(api_key) as (db, actor):
         if plan is not None:
             values["plan_id"] = _plan_id(db, actor, plan)
@@ -801,18 +1017,22 @@ def subscriptions_change(
     if as_json:
         _emit_json(render.row(change, render.CHANGE))
         return
-    typer.echo(f"Subscription {subscription_id}: plan {plan_code}, quantity "
-               f"{_dec(change.quantity)}, effective {change.effective_at.isoformat()} "
-               f"({change.note or change.kind}; {change.id})")
+    typer.echo(
+        f"Subscription {subscription_id}: plan {plan_code}, quantity "
+        f"{_dec(change.quantity)}, effective {change.effective_at.isoformat()} "
+        f"({change.note or change.kind}; {change.id})"
+    )
 
 
 @command(subscriptions_app, "cancel")
 def subscriptions_cancel(
     subscription_id: str,
-    at_period_end: Annotated[bool, typer.Option(
-        "--at-period-end", help="End when the current period ends.")] = False,
-    effective_at: Annotated[str | None, typer.Option(
-        "--effective-at", help="ISO date-time (default now).")] = None,
+    at_period_end: Annotated[
+        bool, typer.Option("--at-period-end", help="End when the current period ends.")
+    ] = False,
+    effective_at: Annotated[
+        str | None, typer.Option("--effective-at", help="ISO date-time (default now).")
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -820,22 +1040,24 @@ def subscriptions_cancel(
     at = _instant(effective_at, "--effective-at")
     with _session(api_key) as (db, actor):
         subscription = subscriptions.cancel_subscription(
-            db, actor, subscription_id, at_period_end=at_period_end, effective_at=at)
+            db, actor, subscription_id, at_period_end=at_period_end, effective_at=at
+        )
     if as_json:
         _emit_json(render.row(subscription, render.SUBSCRIPTION))
         return
     end = subscription.end_at.isoformat() if subscription.end_at else "now"
-    typer.echo(f"Subscription {subscription.id} cancelled, effective {end} "
-               f"({subscription.status})")
+    typer.echo(f"Subscription {subscription.id} cancelled, effective {end} ({subscription.status})")
 
 
 @command(subscriptions_app, "pause")
 def subscriptions_pause(
     subscription_id: str,
-    effective_at: Annotated[str | None, typer.Option(
-        "--effective-at", help="ISO date-time (default now).")] = None,
-    resume_at: Annotated[str | None, typer.Option(
-        "--resume-at", help="ISO date-time to resume automatically.")] = None,
+    effective_at: Annotated[
+        str | None, typer.Option("--effective-at", help="ISO date-time (default now).")
+    ] = None,
+    resume_at: Annotated[
+        str | None, typer.Option("--resume-at", help="ISO date-time to resume automatically.")
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -844,7 +1066,8 @@ def subscriptions_pause(
     resume = _instant(resume_at, "--resume-at")
     with _session(api_key) as (db, actor):
         subscription = subscriptions.pause_subscription(
-            db, actor, subscription_id, effective_at=at, resume_at=resume)
+            db, actor, subscription_id, effective_at=at, resume_at=resume
+        )
     if as_json:
         _emit_json(render.row(subscription, render.SUBSCRIPTION))
         return
@@ -854,16 +1077,18 @@ def subscriptions_pause(
 @command(subscriptions_app, "resume")
 def subscriptions_resume(
     subscription_id: str,
-    effective_at: Annotated[str | None, typer.Option(
-        "--effective-at", help="ISO date-time (default now).")] = None,
+    effective_at: Annotated[
+        str | None, typer.Option("--effective-at", help="ISO date-time (default now).")
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Resume a paused subscription."""
     at = _instant(effective_at, "--effective-at")
     with _session(api_key) as (db, actor):
-        subscription = subscriptions.resume_subscription(db, actor, subscription_id,
-                                                         effective_at=at)
+        subscription = subscriptions.resume_subscription(
+            db, actor, subscription_id, effective_at=at
+        )
     if as_json:
         _emit_json(render.row(subscription, render.SUBSCRIPTION))
         return
@@ -875,19 +1100,29 @@ def subscriptions_usage(
     subscription_id: str,
     price: Annotated[str, typer.Option("--price", help="Usage price code on the plan.")],
     quantity: Annotated[str, typer.Option("--quantity")],
-    transaction_id: Annotated[str, typer.Option(
-        "--transaction-id", help="Idempotency key: a repeat is not counted twice.")],
-    value: Annotated[str | None, typer.Option(
-        "--value", help="Transaction value, for percentage pricing.")] = None,
-    at: Annotated[str | None, typer.Option(
-        "--at", help="ISO date-time it happened (default now).")] = None,
+    transaction_id: Annotated[
+        str,
+        typer.Option("--transaction-id", help="Idempotency key: a repeat is not counted twice."),
+    ],
+    value: Annotated[
+        str | None, typer.Option("--value", help="Transaction value, for percentage pricing.")
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option("--at", help="ISO date-time it happened (default now).")
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Report metered usage."""
-    values = _compact({"price_code": price, "quantity": quantity,
-                       "transaction_id": transaction_id, "value": value,
-                       "occurred_at": _instant(at, "--at")})
+    values = _compact(
+        {
+            "price_code": price,
+            "quantity": quantity,
+            "transaction_id": transaction_id,
+            "value": value,
+            "occurred_at": _instant(at, "--at"),
+        }
+    )
     with _session(api_key) as (db, actor):
         record, created = subscriptions.record_usage(db, actor, subscription_id, values)
     if as_json:
@@ -896,11 +1131,14 @@ def subscriptions_usage(
     if created:
         typer.echo(f"Usage recorded: {_dec(record.quantity)} of {record.price_code} ({record.id})")
     else:
-        typer.echo(f"Already recorded under transaction {record.transaction_id} ({record.id}); "
-                   "not counted again")
+        typer.echo(
+            f"Already recorded under transaction {record.transaction_id} ({record.id}); "
+            "not counted again"
+        )
 
 
 # -- charges -----------------------------------------------------------------------------------
+
 
 @command(charges_app, "create")
 def charges_create(
@@ -908,23 +1146,36 @@ def charges_create(
     description: Annotated[str, typer.Option("--description")],
     unit_price: Annotated[str, typer.Option("--unit-price")],
     quantity: Annotated[str | None, typer.Option("--quantity", help="Default 1.")] = None,
-    kind: Annotated[str | None, typer.Option(
-        "--kind", help="one_off (default) or time_and_materials.")] = None,
+    kind: Annotated[
+        str | None, typer.Option("--kind", help="one_off (default) or time_and_materials.")
+    ] = None,
     product: Annotated[str | None, typer.Option("--product", help="Product id or code.")] = None,
-    reference: Annotated[str | None, typer.Option(
-        "--reference", help="E.g. the time sheet the hours come from.")] = None,
-    service_date: Annotated[str | None, typer.Option(
-        "--service-date", help="ISO date of the service.")] = None,
-    billable_at: Annotated[str | None, typer.Option(
-        "--billable-at", help="ISO date-time from which it is billed (default now).")] = None,
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="E.g. the time sheet the hours come from.")
+    ] = None,
+    service_date: Annotated[
+        str | None, typer.Option("--service-date", help="ISO date of the service.")
+    ] = None,
+    billable_at: Annotated[
+        str | None,
+        typer.Option("--billable-at", help="ISO date-time from which it is billed (default now)."),
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Create a pending charge for the customer's next invoice."""
-    values = _compact({"customer_id": customer, "description": description,
-                       "unit_price": unit_price, "quantity": quantity, "kind": kind,
-                       "reference": reference, "service_date": service_date,
-                       "billable_at": _instant(billable_at, "--billable-at")})
+    values = _compact(
+        {
+            "customer_id": customer,
+            "description": description,
+            "unit_price": unit_price,
+            "quantity": quantity,
+            "kind": kind,
+            "reference": reference,
+            "service_date": service_date,
+            "billable_at": _instant(billable_at, "--billable-at"),
+        }
+    )
     with _session(api_key) as (db, actor):
         if product is not None:
             values["product_id"] = _product_id(db, actor, product)
@@ -932,8 +1183,10 @@ def charges_create(
     if as_json:
         _emit_json(render.charge(charge))
         return
-    typer.echo(f"Charge {charge.id} created: {_dec(charge.quantity)} x "
-               f"{_dec(charge.unit_price)} {charge.currency} ({charge.description})")
+    typer.echo(
+        f"Charge {charge.id} created: {_dec(charge.quantity)} x "
+        f"{_dec(charge.unit_price)} {charge.currency} ({charge.description})"
+    )
 
 
 @command(charges_app, "list")
@@ -949,33 +1202,68 @@ def charges_list(
     if as_json:
         _emit_json([render.charge(c) for c in rows])
         return
-    _table(["ID", "Customer", "Kind", "Description", "Quantity", "Unit price", "Billable at",
-            "Invoice"],
-           [[c.id, c.customer_id, c.kind, c.description, _dec(c.quantity),
-             f"{_dec(c.unit_price)} {c.currency}", c.billable_at, c.invoice_id] for c in rows],
-           right=("Quantity", "Unit price"))
+    _table(
+        [
+            "ID",
+            "Customer",
+            "Kind",
+            "Description",
+            "Quantity",
+            "Unit price",
+            "Billable at",
+            "Invoice",
+        ],
+        [
+            [
+                c.id,
+                c.customer_id,
+                c.kind,
+                c.description,
+                _dec(c.quantity),
+                f"{_dec(c.unit_price)} {c.currency}",
+                c.billable_at,
+                c.invoice_id,
+            ]
+            for c in rows
+        ],
+        right=("Quantity", "Unit price"),
+    )
 
 
 # -- billing run -------------------------------------------------------------------------------
 
+
 def _preview(preview: billing.DraftPreview) -> dict[str, Any]:
     data = {
-        "customer_id": preview.customer_id, "customer_name": preview.customer_name,
-        "billing_date": preview.billing_date.isoformat(), "currency": preview.currency,
-        "subtotal_minor": preview.subtotal_minor, "discount_minor": preview.discount_minor,
-        "tax_minor": preview.tax_minor, "total_minor": preview.total_minor,
-        "lines": [{key: value for key, value in line.items()
-                   if key not in ("organization_id", "invoice_id")} for line in preview.lines],
+        "customer_id": preview.customer_id,
+        "customer_name": preview.customer_name,
+        "billing_date": preview.billing_date.isoformat(),
+        "currency": preview.currency,
+        "subtotal_minor": preview.subtotal_minor,
+        "discount_minor": preview.discount_minor,
+        "tax_minor": preview.tax_minor,
+        "total_minor": preview.total_minor,
+        "lines": [
+            {
+                key: value
+                for key, value in line.items()
+                if key not in ("organization_id", "invoice_id")
+            }
+            for line in preview.lines
+        ],
     }
     return render.with_amounts(data, preview.currency)
 
 
 @command(app, "bill-run")
 def bill_run(
-    as_of: Annotated[str | None, typer.Option(
-        "--as-of", help="Bill everything due up to this ISO date-time (default now).")] = None,
-    dry_run: Annotated[bool, typer.Option(
-        "--dry-run", help="Show what would be billed; write nothing.")] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Bill everything due up to this ISO date-time (default now)."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be billed; write nothing.")
+    ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
@@ -985,37 +1273,65 @@ def bill_run(
 
     instant = _instant(as_of, "--as-of") or datetime.now(UTC)
     with _session(api_key) as (db, actor):
-        with Progress(SpinnerColumn(), TextColumn("Billing"),
-                      TextColumn("{task.completed:.0f} customers processed"),
-                      TimeElapsedColumn(), console=Console(stderr=True), transient=True,
-                      disable=as_json) as progress:
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("Billing"),
+            TextColumn("{task.completed:.0f} customers processed"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+            disable=as_json,
+        ) as progress:
             task = progress.add_task("billing", total=None)
             result = billing.run_billing(
-                db, actor, instant, dry_run=dry_run, batch_size=batch_size,
-                progress=lambda count: progress.advance(task, count))
-    totals = {currency: render.with_amounts({"total_minor": minor}, currency)
-              for currency, minor in sorted(result.totals_by_currency.items())}
+                db,
+                actor,
+                instant,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                progress=lambda count: progress.advance(task, count),
+            )
+    totals = {
+        currency: render.with_amounts({"total_minor": minor}, currency)
+        for currency, minor in sorted(result.totals_by_currency.items())
+    }
     if as_json:
-        _emit_json({
-            "as_of": instant.isoformat(), "dry_run": dry_run,
-            "customers_seen": result.customers_seen,
-            "invoices_created": result.invoices_created,
-            "invoices_updated": result.invoices_updated,
-            "lines_created": result.lines_created, "conflicts": result.conflicts,
-            "totals_by_currency": totals,
-            "invoice_ids": [] if dry_run else list(result.invoice_ids or []),
-            "previews": [_preview(p) for p in result.previews],
-        })
+        _emit_json(
+            {
+                "as_of": instant.isoformat(),
+                "dry_run": dry_run,
+                "customers_seen": result.customers_seen,
+                "invoices_created": result.invoices_created,
+                "invoices_updated": result.invoices_updated,
+                "lines_created": result.lines_created,
+                "conflicts": result.conflicts,
+                "totals_by_currency": totals,
+                "invoice_ids": [] if dry_run else list(result.invoice_ids or []),
+                "previews": [_preview(p) for p in result.previews],
+            }
+        )
         return
-    typer.echo(f"Billing run as of {instant.isoformat()}"
-               + (" (dry run: nothing written)" if dry_run else ""))
+    typer.echo(
+        f"Billing run as of {instant.isoformat()}"
+        + (" (dry run: nothing written)" if dry_run else "")
+    )
     typer.echo(f"Customers processed: {result.customers_seen}")
     if dry_run:
         if result.previews:
-            _table(["Customer", "Billing date", "Lines", "Total"],
-                   [[f"{p.customer_name} ({p.customer_id})", p.billing_date, len(p.lines),
-                     format_minor(p.total_minor, p.currency)] for p in result.previews],
-                   right=("Lines", "Total"), title="Drafts that would be written")
+            _table(
+                ["Customer", "Billing date", "Lines", "Total"],
+                [
+                    [
+                        f"{p.customer_name} ({p.customer_id})",
+                        p.billing_date,
+                        len(p.lines),
+                        format_minor(p.total_minor, p.currency),
+                    ]
+                    for p in result.previews
+                ],
+                right=("Lines", "Total"),
+                title="Drafts that would be written",
+            )
         else:
             typer.echo("Nothing is due.")
     else:
@@ -1030,10 +1346,15 @@ def bill_run(
 
 # -- invoices ----------------------------------------------------------------------------------
 
+
 @command(invoices_app, "list")
 def invoices_list(
-    status: Annotated[str | None, typer.Option(
-        "--status", help="draft, issued, partially_paid, paid, uncollectible or void.")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help="draft, issued, partially_paid, paid, uncollectible or void."
+        ),
+    ] = None,
     customer: Annotated[str | None, typer.Option("--customer", help="Customer id.")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1)] = None,
     api_key: ApiKeyOpt = None,
@@ -1041,17 +1362,43 @@ def invoices_list(
 ) -> None:
     """List invoices."""
     with _session(api_key) as (db, actor):
-        rows = _pages(lambda after: invoices.list_invoices(
-            db, actor, status=status, customer_id=customer, limit=100, after=after), limit)
+        rows = _pages(
+            lambda after: invoices.list_invoices(
+                db, actor, status=status, customer_id=customer, limit=100, after=after
+            ),
+            limit,
+        )
     if as_json:
         _emit_json([render.invoice(i) for i in rows])
         return
-    _table(["Number", "ID", "Customer", "Status", "Approval", "Billing date", "Due", "Total",
-            "Amount due"],
-           [[i.number or "(draft)", i.id, i.customer_id, i.status, i.approval_status,
-             i.billing_date, i.due_date, format_minor(i.total_minor, i.currency),
-             format_minor(i.amount_due_minor, i.currency)] for i in rows],
-           right=("Total", "Amount due"))
+    _table(
+        [
+            "Number",
+            "ID",
+            "Customer",
+            "Status",
+            "Approval",
+            "Billing date",
+            "Due",
+            "Total",
+            "Amount due",
+        ],
+        [
+            [
+                i.number or "(draft)",
+                i.id,
+                i.customer_id,
+                i.status,
+                i.approval_status,
+                i.billing_date,
+                i.due_date,
+                format_minor(i.total_minor, i.currency),
+                format_minor(i.amount_due_minor, i.currency),
+            ]
+            for i in rows
+        ],
+        right=("Total", "Amount due"),
+    )
 
 
 @command(invoices_app, "show")
@@ -1073,33 +1420,57 @@ def invoices_show(invoice: str, api_key: ApiKeyOpt = None, as_json: JsonOpt = Fa
 
     title = f"Invoice {row.number}" if row.number else f"Draft invoice {row.id}"
     typer.echo(f"{title} ({row.status})")
-    _fields([
-        ("ID", row.id), ("Customer", f"{customer_name} ({row.customer_id})"),
-        ("Currency", currency), ("Billing date", row.billing_date),
-        ("Issue date", row.issue_date), ("Due date", row.due_date),
-        ("Approval", row.approval_status), ("PO number", row.po_number),
-        ("Void reason", row.void_reason),
-    ])
-    _table(["#", "Description", "Quantity", "Unit price", "Subtotal", "Discount",
-            "Tax", "Total"],
-           [[index, line.description, _dec(line.quantity),
-             _dec(line.unit_price), money(line.subtotal_minor),
-             money(line.discount_minor) if line.discount_minor else "", money(line.tax_minor),
-             money(line.total_minor)] for index, line in enumerate(lines, start=1)],
-           right=("#", "Quantity", "Unit price", "Subtotal", "Discount", "Tax", "Total"),
-           title="Lines")
+    _fields(
+        [
+            ("ID", row.id),
+            ("Customer", f"{customer_name} ({row.customer_id})"),
+            ("Currency", currency),
+            ("Billing date", row.billing_date),
+            ("Issue date", row.issue_date),
+            ("Due date", row.due_date),
+            ("Approval", row.approval_status),
+            ("PO number", row.po_number),
+            ("Void reason", row.void_reason),
+        ]
+    )
+    _table(
+        ["#", "Description", "Quantity", "Unit price", "Subtotal", "Discount", "Tax", "Total"],
+        [
+            [
+                index,
+                line.description,
+                _dec(line.quantity),
+                _dec(line.unit_price),
+                money(line.subtotal_minor),
+                money(line.discount_minor) if line.discount_minor else "",
+                money(line.tax_minor),
+                money(line.total_minor),
+            ]
+            for index, line in enumerate(lines, start=1)
+        ],
+        right=("#", "Quantity", "Unit price", "Subtotal", "Discount", "Tax", "Total"),
+        title="Lines",
+    )
     if row.tax_summary:
-        _table(["Tax", "Rate", "Taxable", "Tax amount"],
-               [[t["name"], f"{t['percent']}%", money(t["taxable_minor"]),
-                 money(t["tax_minor"])] for t in row.tax_summary],
-               right=("Rate", "Taxable", "Tax amount"), title="Tax summary")
+        _table(
+            ["Tax", "Rate", "Taxable", "Tax amount"],
+            [
+                [t["name"], f"{t['percent']}%", money(t["taxable_minor"]), money(t["tax_minor"])]
+                for t in row.tax_summary
+            ],
+            right=("Rate", "Taxable", "Tax amount"),
+            title="Tax summary",
+        )
     totals: list[tuple[str, Any]] = [("Subtotal", money(row.subtotal_minor))]
     if row.discount_minor:
         totals.append(("Discount", money(-row.discount_minor)))
     totals += [("Tax", money(row.tax_minor)), ("Total", money(row.total_minor))]
-    for label, minor in (("Credit applied", row.credit_applied_minor),
-                         ("Credited", row.credited_minor), ("Debited", row.debited_minor),
-                         ("Paid", row.paid_minor)):
+    for label, minor in (
+        ("Credit applied", row.credit_applied_minor),
+        ("Credited", row.credited_minor),
+        ("Debited", row.debited_minor),
+        ("Paid", row.paid_minor),
+    ):
         if minor:
             totals.append((label, money(minor)))
     totals.append(("Amount due", money(row.amount_due_minor)))
@@ -1118,8 +1489,9 @@ def invoices_create(
 ) -> None:
     """Create an empty manual draft; add lines with `invoices add-line`."""
     with _session(api_key) as (db, actor):
-        row = invoices.create_draft(db, actor, customer,
-                                    _compact({"po_number": po_number, "notes": notes}))
+        row = invoices.create_draft(
+            db, actor, customer, _compact({"po_number": po_number, "notes": notes})
+        )
     if as_json:
         _emit_json(render.invoice(row, []))
         return
@@ -1140,8 +1512,10 @@ def invoices_approve(invoice: str, api_key: ApiKeyOpt = None, as_json: JsonOpt =
 @command(invoices_app, "issue")
 def invoices_issue(
     invoice: str,
-    issue_date: Annotated[str | None, typer.Option(
-        "--issue-date", help="ISO date (default today in the customer's time zone).")] = None,
+    issue_date: Annotated[
+        str | None,
+        typer.Option("--issue-date", help="ISO date (default today in the customer's time zone)."),
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -1157,9 +1531,11 @@ def invoices_issue(
     if as_json:
         _emit_json(render.invoice(row))
         return
-    typer.echo(f"Invoice {row.number} issued ({row.id}); total "
-               f"{format_minor(row.total_minor, row.currency)}, amount due "
-               f"{format_minor(row.amount_due_minor, row.currency)}, due {row.due_date}")
+    typer.echo(
+        f"Invoice {row.number} issued ({row.id}); total "
+        f"{format_minor(row.total_minor, row.currency)}, amount due "
+        f"{format_minor(row.amount_due_minor, row.currency)}, due {row.due_date}"
+    )
 
 
 @command(invoices_app, "void")
@@ -1181,8 +1557,10 @@ def invoices_void(
 @command(invoices_app, "explain")
 def invoices_explain(
     invoice: str,
-    line: Annotated[str | None, typer.Option(
-        "--line", help="Line position (1-based) or id; default every line.")] = None,
+    line: Annotated[
+        str | None,
+        typer.Option("--line", help="Line position (1-based) or id; default every line."),
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -1196,10 +1574,21 @@ def invoices_explain(
             position = next(n for n, x in enumerate(lines, start=1) if x.id == found.id)
             explained.append((position, found, sentence, currency))
     if as_json:
-        _emit_json([render.with_amounts({
-            "line": position, "id": found.id, "description": found.description,
-            "total_minor": found.total_minor, "explanation": sentence}, currency)
-            for position, found, sentence, currency in explained])
+        _emit_json(
+            [
+                render.with_amounts(
+                    {
+                        "line": position,
+                        "id": found.id,
+                        "description": found.description,
+                        "total_minor": found.total_minor,
+                        "explanation": sentence,
+                    },
+                    currency,
+                )
+                for position, found, sentence, currency in explained
+            ]
+        )
         return
     for position, found, sentence, _ in explained:
         typer.echo(f"line {position}: {found.description}")
@@ -1220,8 +1609,14 @@ def invoices_add_line(
     as_json: JsonOpt = False,
 ) -> None:
     """Add a manual line to a draft."""
-    values = _compact({"description": description, "unit_price": unit_price,
-                       "quantity": quantity, "reference": reference})
+    values = _compact(
+        {
+            "description": description,
+            "unit_price": unit_price,
+            "quantity": quantity,
+            "reference": reference,
+        }
+    )
     with _session(api_key) as (db, actor):
         if product is not None:
             values["product_id"] = _product_id(db, actor, product)
@@ -1230,12 +1625,15 @@ def invoices_add_line(
     if as_json:
         _emit_json(render.line(new_line, row.currency))
         return
-    typer.echo(f"Line {new_line.position + 1} added to {_invoice_label(row)}: "
-               f"{format_minor(new_line.total_minor, row.currency)}; invoice total now "
-               f"{format_minor(row.total_minor, row.currency)}")
+    typer.echo(
+        f"Line {new_line.position + 1} added to {_invoice_label(row)}: "
+        f"{format_minor(new_line.total_minor, row.currency)}; invoice total now "
+        f"{format_minor(row.total_minor, row.currency)}"
+    )
 
 
 # -- credit and debit notes --------------------------------------------------------------------
+
 
 def _credit_requests(specs: list[str]) -> list[dict[str, Any]]:
     """--line REF[:quantity=Q|:amount=A] to the service's line requests."""
@@ -1249,8 +1647,7 @@ def _credit_requests(specs: list[str]) -> list[dict[str, Any]]:
             key, sep, value = option.partition("=")
             key = key.strip()
             if not sep or key not in ("quantity", "amount") or not value.strip():
-                raise ValueError(f"--line {spec!r}: expected LINE[:quantity=Q] or "
-                                 "LINE[:amount=A]")
+                raise ValueError(f"--line {spec!r}: expected LINE[:quantity=Q] or LINE[:amount=A]")
             request[key] = value.strip()
         if "quantity" in request and "amount" in request:
             raise ValueError(f"--line {spec!r}: give a quantity or an amount, not both")
@@ -1262,30 +1659,41 @@ def _credit_requests(specs: list[str]) -> list[dict[str, Any]]:
 def credit_notes_create(
     invoice: str,
     reason: Annotated[str, typer.Option("--reason", help="Why the invoice is credited.")],
-    line: Annotated[list[str] | None, typer.Option(
-        "--line", help="LINE_ID_OR_POSITION[:quantity=Q|:amount=A] (repeatable); default: "
-                       "the whole invoice.")] = None,
-    to_credit: Annotated[bool, typer.Option(
-        "--to-credit", help="Put the credit on the customer's balance instead of reducing "
-                            "the amount due.")] = False,
+    line: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--line",
+            help="LINE_ID_OR_POSITION[:quantity=Q|:amount=A] (repeatable); default: "
+            "the whole invoice.",
+        ),
+    ] = None,
+    to_credit: Annotated[
+        bool,
+        typer.Option(
+            "--to-credit",
+            help="Put the credit on the customer's balance instead of reducing the amount due.",
+        ),
+    ] = False,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Credit an issued invoice, whole or per line."""
-    values: dict[str, Any] = {"reason": reason,
-                              "settlement": "customer_credit" if to_credit
-                              else "reduce_amount_due"}
+    values: dict[str, Any] = {
+        "reason": reason,
+        "settlement": "customer_credit" if to_credit else "reduce_amount_due",
+    }
     if line:
         values["lines"] = _credit_requests(line)
     with _session(api_key) as (db, actor):
-        note = credit_notes.create_credit_note(db, actor, _invoice_id(db, actor, invoice),
-                                               values)
+        note = credit_notes.create_credit_note(db, actor, _invoice_id(db, actor, invoice), values)
         note, lines = credit_notes.get_credit_note(db, actor, note.id)
     if as_json:
         _emit_json(render.credit_note(note, lines))
         return
-    typer.echo(f"Credit note {note.number} issued ({note.id}): total "
-               f"{format_minor(note.total_minor, note.currency)}")
+    typer.echo(
+        f"Credit note {note.number} issued ({note.id}): total "
+        f"{format_minor(note.total_minor, note.currency)}"
+    )
 
 
 @command(credit_notes_app, "list")
@@ -1301,15 +1709,31 @@ def credit_notes_list(
     if as_json:
         _emit_json([render.credit_note(n) for n in rows])
         return
-    _table(["Number", "ID", "Invoice", "Customer", "Issue date", "Reason", "Settlement",
-            "Total"],
-           [[n.number, n.id, n.invoice_id, n.customer_id, n.issue_date, n.reason, n.settlement,
-             format_minor(n.total_minor, n.currency)] for n in rows], right=("Total",))
+    _table(
+        ["Number", "ID", "Invoice", "Customer", "Issue date", "Reason", "Settlement", "Total"],
+        [
+            [
+                n.number,
+                n.id,
+                n.invoice_id,
+                n.customer_id,
+                n.issue_date,
+                n.reason,
+                n.settlement,
+                format_minor(n.total_minor, n.currency),
+            ]
+            for n in rows
+        ],
+        right=("Total",),
+    )
 
 
 @command(credit_notes_app, "show")
-def credit_notes_show(note_ref: Annotated[str, typer.Argument(metavar="ID_OR_NUMBER")],
-                      api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
+def credit_notes_show(
+    note_ref: Annotated[str, typer.Argument(metavar="ID_OR_NUMBER")],
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
     """Show a credit note (by id or number)."""
     with _session(api_key) as (db, actor):
         note, lines = credit_notes.get_credit_note(db, actor, note_ref)
@@ -1322,15 +1746,38 @@ def credit_notes_show(note_ref: Annotated[str, typer.Argument(metavar="ID_OR_NUM
         return format_minor(minor, note.currency)
 
     typer.echo(f"Credit note {note.number}")
-    _fields([("ID", note.id), ("Invoice", _invoice_label(invoice_row)),
-             ("Customer", note.customer_id), ("Issue date", note.issue_date),
-             ("Reason", note.reason), ("Settlement", note.settlement.replace("_", " "))])
-    _table(["Description", "Quantity", "Subtotal", "Tax", "Total"],
-           [[x.description, _dec(x.quantity), money(x.subtotal_minor), money(x.tax_minor),
-             money(x.total_minor)] for x in lines],
-           right=("Quantity", "Subtotal", "Tax", "Total"), title="Lines")
-    _fields([("Subtotal", money(note.subtotal_minor)), ("Tax", money(note.tax_minor)),
-             ("Total", money(note.total_minor))])
+    _fields(
+        [
+            ("ID", note.id),
+            ("Invoice", _invoice_label(invoice_row)),
+            ("Customer", note.customer_id),
+            ("Issue date", note.issue_date),
+            ("Reason", note.reason),
+            ("Settlement", note.settlement.replace("_", " ")),
+        ]
+    )
+    _table(
+        ["Description", "Quantity", "Subtotal", "Tax", "Total"],
+        [
+            [
+                x.description,
+                _dec(x.quantity),
+                money(x.subtotal_minor),
+                money(x.tax_minor),
+                money(x.total_minor),
+            ]
+            for x in lines
+        ],
+        right=("Quantity", "Subtotal", "Tax", "Total"),
+        title="Lines",
+    )
+    _fields(
+        [
+            ("Subtotal", money(note.subtotal_minor)),
+            ("Tax", money(note.tax_minor)),
+            ("Total", money(note.total_minor)),
+        ]
+    )
 
 
 @command(debit_notes_app, "create")
@@ -1345,18 +1792,24 @@ def debit_notes_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Charge more on an issued invoice with a debit note of its own number."""
-    entry: dict[str, Any] = {"description": description, "unit_price": unit_price,
-                             "quantity": quantity}
+    entry: dict[str, Any] = {
+        "description": description,
+        "unit_price": unit_price,
+        "quantity": quantity,
+    }
     with _session(api_key) as (db, actor):
         if product is not None:
             entry["product_id"] = _product_id(db, actor, product)
-        note = credit_notes.create_debit_note(db, actor, _invoice_id(db, actor, invoice),
-                                              {"reason": reason, "lines": [entry]})
+        note = credit_notes.create_debit_note(
+            db, actor, _invoice_id(db, actor, invoice), {"reason": reason, "lines": [entry]}
+        )
     if as_json:
         _emit_json(render.debit_note(note))
         return
-    typer.echo(f"Debit note {note.number} issued ({note.id}): total "
-               f"{format_minor(note.total_minor, note.currency)}, due {note.due_date}")
+    typer.echo(
+        f"Debit note {note.number} issued ({note.id}): total "
+        f"{format_minor(note.total_minor, note.currency)}, due {note.due_date}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

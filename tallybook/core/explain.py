@@ -36,10 +36,7 @@ def explain_line(explanation: dict[str, Any], currency: str) -> str:
         parts.append(f"Billing period {period['label']} ({period.get('interval', '')}).")
     proration = explanation.get("proration")
     if proration:
-        parts.append(
-            f"Prorated {proration['numerator']}/{proration['denominator']} {proration['unit']} "
-            f"({proration['policy'].replace('_', ' ')}): {proration['description']}."
-        )
+        parts.append(f"Prorated {proration['description']}.")
     if source == "adjustment":
         weight = explanation.get("weight", 0)
         parts.append(

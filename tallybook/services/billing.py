@@ -254,16 +254,17 @@ def _bill_batch(
         )
     )
     sub_ids = [s.id for s in subscriptions]
-    changes: dict[str, list[Change]] = defaultdict(list)
+    changes: dict[str, list[SubscriptionChange]] = defaultdict(list)
+    now = utcnow()
     if sub_ids:
         for row in session.scalars(
             select(SubscriptionChange)
             .where(SubscriptionChange.subscription_id.in_(sub_ids))
             .order_by(SubscriptionChange.created_at)
         ):
-            changes[row.subscription_id].append(row)  # type: ignore[arg-type]
+            changes[row.subscription_id].append(row)
     billed = _billed_coverage(session, [s for s in subscriptions if s.rerate_from is not None])
-    usage = _usage(session, ctx, subscriptions, as_of)
+    usage = _usage(session, ctx, subscriptions, as_of, changes)
     charges: dict[str, list[Charge]] = defaultdict(list)
     for charge in session.scalars(
         select(Charge)
@@ -324,11 +325,15 @@ def _bill_batch(
             lines, guards = drafts[customer.id].setdefault(billing_date, ([], []))
             lines.extend(bill.lines)
             guards.extend((subscription.id, g) for g in bill.guards)
+        plan_id, quantity = _current_terms(changes[subscription.id], subscription, now)
         cursor_updates.append(
             {
                 "id": subscription.id,
                 "next_billing_at": outcome.next_billing_at,
                 "status": "ended" if outcome.ended else subscription.status,
+                # Scheduled changes that have come into force show on the subscription.
+                "plan_id": plan_id,
+                "quantity": quantity,
             }
         )
     for customer_id, customer_charges in charges.items():
@@ -339,7 +344,6 @@ def _bill_batch(
         lines.extend(_charge_line(charge, ctx) for charge in customer_charges)
 
     existing = _existing_drafts(session, org_id, drafts)
-    now = utcnow()
     invoice_rows: list[dict[str, Any]] = []
     line_rows: list[dict[str, Any]] = []
     guard_rows: list[dict[str, Any]] = []
@@ -495,6 +499,19 @@ def _bill_batch(
         )
 
 
+def _current_terms(
+    history: list[SubscriptionChange], subscription: Subscription, now: datetime
+) -> tuple[str, Decimal]:
+    plan_id, quantity = subscription.plan_id, subscription.quantity
+    for change in sorted(history, key=lambda c: (c.effective_at, c.created_at)):
+        if change.effective_at > now:
+            break
+        if change.kind in ("start", "plan", "quantity"):
+            plan_id = change.plan_id or plan_id
+            quantity = change.quantity if change.quantity is not None else quantity
+    return plan_id, quantity
+
+
 def _to_change(row: SubscriptionChange, sequence: int, timezone: str) -> Change:
     effective = row.effective_at
     if row.kind == "start":
@@ -548,7 +565,11 @@ def _billed_coverage(
 
 
 def _usage(
-    session: Session, ctx: _RunContext, subscriptions: list[Subscription], as_of: datetime
+    session: Session,
+    ctx: _RunContext,
+    subscriptions: list[Subscription],
+    as_of: datetime,
+    changes: dict[str, list[SubscriptionChange]],
 ) -> dict[str, list[UsageRecord]]:
     metered_plans = {
         plan.id
@@ -558,7 +579,12 @@ def _usage(
             for code in plan.price_codes
         )
     }
-    ids = [s.id for s in subscriptions if s.plan_id in metered_plans]
+    # A subscription's plan may change in the period (also to or from a metered plan).
+    ids = [
+        s.id
+        for s in subscriptions
+        if metered_plans & {c.plan_id for c in changes.get(s.id, ()) if c.plan_id}
+    ]
     if not ids:
         return {}
     earliest = min(s.next_billing_at for s in subscriptions if s.id in ids) - timedelta(days=400)

@@ -457,10 +457,23 @@ def record_usage(
     try:
         with db.transaction() as session:
             subscription = get_owned(session, Subscription, subscription_id, actor)
-            plan = session.get(Plan, subscription.plan_id)
-            if values["price_code"] not in plan.price_codes:
+            # Any plan in the subscription's history: usage may belong to a scheduled plan.
+            plan_ids = set(
+                session.scalars(
+                    select(SubscriptionChange.plan_id).where(
+                        SubscriptionChange.subscription_id == subscription.id,
+                        SubscriptionChange.plan_id.is_not(None),
+                    )
+                )
+            )
+            codes = {
+                code
+                for plan in session.scalars(select(Plan).where(Plan.id.in_(plan_ids)))
+                for code in plan.price_codes
+            }
+            if values["price_code"] not in codes:
                 raise InvalidInput(
-                    f"price_code: {values['price_code']} is not on plan {plan.code}",
+                    f"price_code: {values['price_code']} is not on this subscription's plans",
                     field="price_code",
                 )
             record = UsageRecord(

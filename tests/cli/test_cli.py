@@ -37,8 +37,15 @@ class Cli:
         return json.loads(self.ok(*args, "--json", key=key))
 
     def init(self) -> str:
-        data = self.json("init", "--name", "Acme Billing GmbH", "--currency", "EUR",
-                         "--timezone", "Europe/Berlin")
+        data = self.json(
+            "init",
+            "--name",
+            "Acme Billing GmbH",
+            "--currency",
+            "EUR",
+            "--timezone",
+            "Europe/Berlin",
+        )
         self.key = data["api_key"]
         return data["organization_id"]
 
@@ -65,10 +72,27 @@ def test_init_prints_the_admin_key_once(cli: Cli) -> None:
 
 def test_customers_create_and_list_round_trip(cli: Cli) -> None:
     cli.init()
-    created = cli.json("customers", "create", "--name", "Müller Maschinenbau GmbH",
-                       "--country", "de", "--currency", "EUR", "--email", "ap@mueller.example",
-                       "--email", "cfo@mueller.example", "--tax-id", "DE136695976",
-                       "--payment-terms", "14", "--po-required", "--city", "Stuttgart")
+    created = cli.json(
+        "customers",
+        "create",
+        "--name",
+        "Müller Maschinenbau GmbH",
+        "--country",
+        "de",
+        "--currency",
+        "EUR",
+        "--email",
+        "ap@mueller.example",
+        "--email",
+        "cfo@mueller.example",
+        "--tax-id",
+        "DE136695976",
+        "--payment-terms",
+        "14",
+        "--po-required",
+        "--city",
+        "Stuttgart",
+    )
     assert created["country"] == "DE"
     assert created["emails"] == ["ap@mueller.example", "cfo@mueller.example"]
     assert created["payment_terms_days"] == 14 and created["po_required"] is True
@@ -84,8 +108,7 @@ def test_customers_create_and_list_round_trip(cli: Cli) -> None:
 
 def test_bad_country_is_one_line_and_exit_1(cli: Cli) -> None:
     cli.init()
-    result = cli.run("customers", "create", "--name", "X", "--country", "XX",
-                     "--currency", "EUR")
+    result = cli.run("customers", "create", "--name", "X", "--country", "XX", "--currency", "EUR")
     assert result.exit_code == 1
     assert one_error_line(result) == "error: country: 'XX' is not an ISO 3166 alpha-2 code"
     assert result.stdout == ""
@@ -104,8 +127,18 @@ def test_missing_or_unknown_api_key(cli: Cli) -> None:
 def test_bad_arguments_are_one_line(cli: Cli) -> None:
     cli.init()
     product = cli.json("products", "create", "--code", "seat", "--name", "Seat")
-    bad_json = cli.run("prices", "create", "--code", "p", "--product", product["id"],
-                       "--currency", "EUR", "--terms", "{model")
+    bad_json = cli.run(
+        "prices",
+        "create",
+        "--code",
+        "p",
+        "--product",
+        product["id"],
+        "--currency",
+        "EUR",
+        "--terms",
+        "{model",
+    )
     assert bad_json.exit_code == 1 and "--terms" in one_error_line(bad_json)
     naive = cli.run("bill-run", "--as-of", "2026-01-01T00:00:00")
     assert naive.exit_code == 1 and "time zone" in one_error_line(naive)
@@ -123,8 +156,17 @@ def test_viewer_cannot_create_a_customer(cli: Cli) -> None:
     cli.init()
     viewer = cli.json("keys", "create", "--name", "auditor", "--role", "viewer")
     assert viewer["role"] == "viewer"
-    result = cli.run("customers", "create", "--name", "X", "--country", "DE",
-                     "--currency", "EUR", key=viewer["api_key"])
+    result = cli.run(
+        "customers",
+        "create",
+        "--name",
+        "X",
+        "--country",
+        "DE",
+        "--currency",
+        "EUR",
+        key=viewer["api_key"],
+    )
     assert result.exit_code == 1
     assert "role viewer may not create customers" in one_error_line(result)
     # Reading is fine.
@@ -133,21 +175,74 @@ def test_viewer_cannot_create_a_customer(cli: Cli) -> None:
 
 def test_subscription_billed_issued_explained_and_credited(cli: Cli) -> None:
     cli.init()
-    cli.ok("tax-rates", "create", "--code", "DE-VAT-19", "--name", "VAT 19%",
-           "--jurisdiction", "DE", "--percent", "19")
-    product = cli.json("products", "create", "--code", "seat", "--name", "Team seat",
-                       "--unit-label", "seat")
-    price = cli.json("prices", "create", "--code", "seat-monthly", "--product", product["id"],
-                     "--currency", "EUR", "--terms", '{"model": "per_unit", "amount": 10.00}',
-                     "--effective-from", "2020-01-01T00:00:00+00:00")
+    cli.ok(
+        "tax-rates",
+        "create",
+        "--code",
+        "DE-VAT-19",
+        "--name",
+        "VAT 19%",
+        "--jurisdiction",
+        "DE",
+        "--percent",
+        "19",
+    )
+    product = cli.json(
+        "products", "create", "--code", "seat", "--name", "Team seat", "--unit-label", "seat"
+    )
+    price = cli.json(
+        "prices",
+        "create",
+        "--code",
+        "seat-monthly",
+        "--product",
+        product["id"],
+        "--currency",
+        "EUR",
+        "--terms",
+        '{"model": "per_unit", "amount": 10.00}',
+        "--effective-from",
+        "2020-01-01T00:00:00+00:00",
+    )
     assert price["terms"]["amount"] == "10.00"
-    plan = cli.json("plans", "create", "--code", "team", "--name", "Team", "--currency", "EUR",
-                    "--price", "seat-monthly")
-    customer = cli.json("customers", "create", "--name", "Müller Maschinenbau GmbH",
-                        "--country", "DE", "--currency", "EUR", "--timezone", "UTC")
-    subscription = cli.json("subscriptions", "create", "--customer", customer["id"],
-                            "--plan", plan["code"], "--quantity", "5",
-                            "--start", "2026-01-01T00:00:00+00:00", "--anchor", "calendar")
+    plan = cli.json(
+        "plans",
+        "create",
+        "--code",
+        "team",
+        "--name",
+        "Team",
+        "--currency",
+        "EUR",
+        "--price",
+        "seat-monthly",
+    )
+    customer = cli.json(
+        "customers",
+        "create",
+        "--name",
+        "Müller Maschinenbau GmbH",
+        "--country",
+        "DE",
+        "--currency",
+        "EUR",
+        "--timezone",
+        "UTC",
+    )
+    subscription = cli.json(
+        "subscriptions",
+        "create",
+        "--customer",
+        customer["id"],
+        "--plan",
+        plan["code"],
+        "--quantity",
+        "5",
+        "--start",
+        "2026-01-01T00:00:00+00:00",
+        "--anchor",
+        "calendar",
+    )
     assert subscription["plan_id"] == plan["id"]
 
     preview = cli.json("bill-run", "--as-of", "2026-01-01T00:00:01+00:00", "--dry-run")
@@ -183,19 +278,40 @@ def test_subscription_billed_issued_explained_and_credited(cli: Cli) -> None:
 
 def test_partial_credit_by_line_spec(cli: Cli) -> None:
     cli.init()
-    customer = cli.json("customers", "create", "--name", "Acme Ltd", "--country", "GB",
-                        "--currency", "GBP")
-    cli.ok("charges", "create", "--customer", customer["id"], "--description", "Consulting",
-           "--unit-price", "150.00", "--quantity", "4", "--kind", "time_and_materials",
-           "--reference", "timesheet 2026-W03")
+    customer = cli.json(
+        "customers", "create", "--name", "Acme Ltd", "--country", "GB", "--currency", "GBP"
+    )
+    cli.ok(
+        "charges",
+        "create",
+        "--customer",
+        customer["id"],
+        "--description",
+        "Consulting",
+        "--unit-price",
+        "150.00",
+        "--quantity",
+        "4",
+        "--kind",
+        "time_and_materials",
+        "--reference",
+        "timesheet 2026-W03",
+    )
     run = cli.json("bill-run")
     [invoice_id] = run["invoice_ids"]
     issued = cli.json("invoices", "issue", invoice_id)
     assert issued["total_minor"] == 60000
     bad = cli.run("credit-notes", "create", invoice_id, "--reason", "x", "--line", "1:hours=1")
     assert bad.exit_code == 1 and "--line" in one_error_line(bad)
-    note = cli.json("credit-notes", "create", issued["number"], "--reason", "One hour too many",
-                    "--line", "1:quantity=1")
+    note = cli.json(
+        "credit-notes",
+        "create",
+        issued["number"],
+        "--reason",
+        "One hour too many",
+        "--line",
+        "1:quantity=1",
+    )
     assert note["total_minor"] == 15000
     [listed] = cli.json("credit-notes", "list", "--invoice", issued["number"])
     assert listed["id"] == note["id"]

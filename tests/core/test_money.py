@@ -21,8 +21,10 @@ from tallybook.core.money import (
 )
 
 
-@pytest.mark.parametrize(("code", "places"), [("EUR", 2), ("usd", 2), ("JPY", 0), ("KWD", 3),
-                                              ("BHD", 3), ("CLP", 0), ("CHF", 2)])
+@pytest.mark.parametrize(
+    ("code", "places"),
+    [("EUR", 2), ("usd", 2), ("JPY", 0), ("KWD", 3), ("BHD", 3), ("CLP", 0), ("CHF", 2)],
+)
 def test_minor_units_come_from_iso_4217(code: str, places: int) -> None:
     assert currency_exponent(code) == places
 
@@ -58,13 +60,14 @@ def test_floats_are_refused() -> None:
 
 
 @given(
-    total=st.integers(min_value=-10**12, max_value=10**12),
+    total=st.integers(min_value=-(10**12), max_value=10**12),
     weights=st.lists(
-        st.decimals(min_value=0, max_value=10**6, places=4, allow_nan=False), min_size=1,
-        max_size=12),
+        st.decimals(min_value=0, max_value=10**6, places=4, allow_nan=False),
+        min_size=1,
+        max_size=12,
+    ),
 )
-def test_allocation_never_creates_or_loses_a_minor_unit(total: int,
-                                                        weights: list[Decimal]) -> None:
+def test_allocation_never_creates_or_loses_a_minor_unit(total: int, weights: list[Decimal]) -> None:
     shares = allocate(total, weights)
     assert sum(shares) == total
     assert len(shares) == len(weights)
@@ -76,9 +79,13 @@ def test_allocation_never_creates_or_loses_a_minor_unit(total: int,
         assert share == 0 or (share > 0) == (total > 0)
 
 
-@given(st.decimals(min_value=-10**9, max_value=10**9, places=6, allow_nan=False),
-       st.sampled_from(["EUR", "JPY", "KWD"]))
+@given(
+    st.decimals(min_value=-(10**9), max_value=10**9, places=6, allow_nan=False),
+    st.sampled_from(["EUR", "JPY", "KWD"]),
+)
 def test_rounding_is_within_half_a_minor_unit(amount: Decimal, currency: str) -> None:
     minor = round_to_minor(amount, currency)
-    assert abs(from_minor(minor, currency) - amount) <= Decimal(1).scaleb(
-        -currency_exponent(currency)) / 2
+    assert (
+        abs(from_minor(minor, currency) - amount)
+        <= Decimal(1).scaleb(-currency_exponent(currency)) / 2
+    )

@@ -265,8 +265,8 @@ def test_a_price_change_is_a_new_version_and_issued_invoices_keep_theirs(db: Dat
     invoice, lines = first_invoice(db, actor, customer, plan)
     invoices.issue_invoice(db, actor, invoice.id)
     v2 = catalog.new_price_version(
-        db, actor, "seat-m", {"model": "per_unit", "amount": "120.00"},
-        "2026-02-01T00:00:00+00:00")
+        db, actor, "seat-m", {"model": "per_unit", "amount": "120.00"}, "2026-02-01T00:00:00+00:00"
+    )
     assert v2.version == 2
     run = billing.run_billing(db, actor, at(2026, 2, 1, 1))
     february, february_lines = invoices.get_invoice(db, actor, run.invoice_ids[0])
@@ -279,11 +279,85 @@ def test_a_price_change_is_a_new_version_and_issued_invoices_keep_theirs(db: Dat
 
 def test_dry_run_writes_nothing(db: Database) -> None:
     actor, customer, plan, _ = seat_world(db)
-    subscriptions.create_subscription(db, actor, {
-        "customer_id": customer.id, "plan_id": plan.id, "quantity": 2,
-        "start_at": at(2026, 1, 1), "anchor": "calendar"})
+    subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": plan.id,
+            "quantity": 2,
+            "start_at": at(2026, 1, 1),
+            "anchor": "calendar",
+        },
+    )
     preview = billing.run_billing(db, actor, at(2026, 1, 1, 1), dry_run=True)
     assert [p.total_minor for p in preview.previews] == [23800]  # 2 x 100 + 19 %
     assert invoices.list_invoices(db, actor)[0] == []
     real = billing.run_billing(db, actor, at(2026, 1, 1, 1))
     assert real.invoices_created == 1
+
+
+def test_usage_on_a_plan_scheduled_for_later_is_accepted_and_billed(db: Database) -> None:
+    actor, customer, plan, product = seat_world(db)
+    api = catalog.create_product(
+        db, actor, {"code": "api", "name": "API calls", "unit_label": "calls"}
+    )
+    catalog.create_price(
+        db,
+        actor,
+        {
+            "code": "api-m",
+            "product_id": api.id,
+            "currency": "EUR",
+            "kind": "usage",
+            "effective_from": at(2020, 1, 1),
+            "terms": {
+                "model": "graduated",
+                "tiers": [
+                    {"up_to": "1000", "unit_price": "0"},
+                    {"up_to": None, "unit_price": "0.002"},
+                ],
+            },
+        },
+    )
+    metered = catalog.create_plan(
+        db,
+        actor,
+        {
+            "code": "team-api",
+            "name": "Team + API",
+            "currency": "EUR",
+            "price_codes": ["seat-m", "api-m"],
+        },
+    )
+    # Dates after today's clock: the upgrade is scheduled, not yet in force.
+    sub = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": plan.id,
+            "start_at": at(2031, 1, 1),
+            "anchor": "calendar",
+        },
+    )
+    subscriptions.change_subscription(
+        db, actor, sub.id, {"plan_id": metered.id, "effective_at": at(2031, 1, 16)}
+    )
+    record, created = subscriptions.record_usage(
+        db,
+        actor,
+        sub.id,
+        {
+            "price_code": "api-m",
+            "transaction_id": "t-1",
+            "quantity": "3500",
+            "occurred_at": "2031-01-20T10:00:00+00:00",
+        },
+    )
+    assert created
+    run = billing.run_billing(db, actor, at(2031, 2, 1, 1))
+    lines = [line for i in run.invoice_ids for line in invoices.get_invoice(db, actor, i)[1]]
+    usage = [line for line in lines if line.kind == "usage"]
+    # 3,500 calls: first 1,000 free, 2,500 x 0.002 = 5.00
+    assert [line.subtotal_minor for line in usage] == [500]
