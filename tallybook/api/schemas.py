@@ -246,6 +246,7 @@ class CreditLineIn(Body):
 
 class CreditNoteIn(Body):
     reason: str
+    issue_date: date | None = None
     lines: list[CreditLineIn] | None = None
     settlement: Literal["reduce_amount_due", "customer_credit"] = "reduce_amount_due"
 
