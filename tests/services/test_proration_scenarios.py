@@ -260,3 +260,47 @@ def test_second_run_for_the_same_instant_creates_nothing(
     second = billing.run_billing(db, actor, as_of)
     assert first.invoices_created == months
     assert (second.invoices_created, second.invoices_updated, second.lines_created) == (0, 0, 0)
+
+
+def test_pause_and_resume_credit_the_paused_days(db: Database) -> None:
+    actor = make_org(db)
+    basic, _, customer = two_plans(db, actor)
+    sub = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": basic.id,
+            "start_at": at(2026, 1, 1),
+            "anchor": "calendar",
+        },
+    )
+    billing.run_billing(db, actor, at(2026, 1, 1, 1))
+    subscriptions.pause_subscription(
+        db, actor, sub.id, effective_at=at(2026, 1, 11), resume_at=at(2026, 1, 21)
+    )
+    run = billing.run_billing(db, actor, at(2026, 2, 1, 1))
+    # Paused Jan 11-20: 10/31 x 10.00 = 3.2258 -> credit 3.23; February billed in full.
+    assert lines_of(db, actor, run.invoice_ids[0]) == [-323, 1000]
+
+
+def test_cancel_at_period_end_bills_nothing_more(db: Database) -> None:
+    actor = make_org(db)
+    basic, _, customer = two_plans(db, actor)
+    sub = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": basic.id,
+            "start_at": at(2026, 1, 1),
+            "anchor": "calendar",
+        },
+    )
+    billing.run_billing(db, actor, at(2026, 1, 1, 1))
+    cancelled = subscriptions.cancel_subscription(
+        db, actor, sub.id, at_period_end=True, effective_at=at(2026, 1, 10)
+    )
+    assert cancelled.end_at == at(2026, 2, 1)
+    assert billing.run_billing(db, actor, at(2026, 3, 1, 1)).invoices_created == 0
+    assert subscriptions.get_subscription(db, actor, sub.id).status == "ended"
