@@ -842,10 +842,12 @@ def _march_events(
 def _report_usage(db: Database, cast: Cast, specs: list[CustomerSpec], month: int) -> int:
     """Usage for one calendar month of 2026, reported per metered subscription as it happens:
     weekly API-call, e-mail and compute meter readings and one record per card payment."""
-    start_of_month = datetime(2026, month, 1, tzinfo=UTC)
-    end_of_month = datetime(2026, month + 1, 1, tzinfo=UTC)
     reported = 0
     for index, spec in enumerate(specs):
+        # The customer's own calendar month: usage before local midnight of the 1st belongs to
+        # the previous period, which has already been invoiced.
+        start_of_month = datetime(2026, month, 1, tzinfo=ZoneInfo(spec.timezone))
+        end_of_month = datetime(2026, month + 1, 1, tzinfo=ZoneInfo(spec.timezone))
         rng = random.Random(SEED * 1000 + index * 12 + month)
         c = spec.currency.lower()
         for (since, until), tier in _tier_windows(spec):

@@ -37,12 +37,44 @@ from tallybook.services.base import (
 )
 from tallybook.services.organizations import check_currency
 
+# Bounds on user-entered numbers keep every rounded amount inside a 64-bit integer of minor
+# units (even with three decimals) and stop a typo like 1e20 from poisoning a billing run.
+MAX_MAGNITUDE = Decimal(10) ** 15
+MAX_PLACES = 12
+
 
 def _decimal(value: Any, field: str) -> Decimal:
     try:
-        return parse_decimal(value, field)
+        result = parse_decimal(value, field)
     except MoneyError as error:
-        raise InvalidInput(str(error), field=field) from None
+        raise InvalidInput(str(error), field=field.split("[")[0].split(".")[0]) from None
+    if abs(result) >= MAX_MAGNITUDE:
+        raise InvalidInput(
+            f"{field}: {value} is too large (at most 15 digits before the decimal point)",
+            field=field.split("[")[0].split(".")[0],
+        )
+    if -int(result.as_tuple().exponent) > MAX_PLACES:
+        raise InvalidInput(
+            f"{field}: {value} has more than {MAX_PLACES} decimal places",
+            field=field.split("[")[0].split(".")[0],
+        )
+    return result
+
+
+def _check_numbers(data: Any, path: str) -> None:
+    """Apply the same bounds to every number inside a price's terms."""
+    if isinstance(data, dict):
+        for key, item in data.items():
+            _check_numbers(item, f"{path}.{key}")
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            _check_numbers(item, f"{path}[{index}]")
+    elif isinstance(data, str | int) and not isinstance(data, bool):
+        try:
+            parse_decimal(data, path)
+        except MoneyError:
+            return  # not a number (e.g. the model name): from_dict judges it
+        _decimal(data, path)
 
 
 def _instant(value: Any, field: str) -> datetime | None:
@@ -175,6 +207,7 @@ def _terms(values: dict[str, Any]) -> PriceTerms:
     raw = values.get("terms")
     if not isinstance(raw, dict):
         raise InvalidInput("terms: give the pricing model and its parameters", field="terms")
+    _check_numbers(raw, "terms")
     try:
         return PriceTerms.from_dict(raw)
     except PricingError as error:

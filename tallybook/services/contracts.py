@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from tallybook.db.models import Charge, Contract, Customer, Milestone, Product, new_id
 from tallybook.services.base import (
@@ -43,6 +44,17 @@ def create_contract(db: Database, actor: Actor, values: dict[str, Any]) -> Contr
     end = _date(values.get("end_date"), "end_date")
     if end is not None and end < start:
         raise InvalidInput("end_date: before start_date", field="end_date")
+    try:
+        return _create_contract(db, actor, values, start, end)
+    except IntegrityError:
+        raise Conflict(
+            f"reference: a contract {values['reference']!r} already exists", field="reference"
+        ) from None
+
+
+def _create_contract(
+    db: Database, actor: Actor, values: dict[str, Any], start: date, end: date | None
+) -> Contract:
     with db.transaction() as session:
         customer = get_owned(session, Customer, values["customer_id"], actor)
         contract = Contract(
@@ -61,6 +73,8 @@ def create_contract(db: Database, actor: Actor, values: dict[str, Any]) -> Contr
             if not milestone.get("name"):
                 raise InvalidInput(f"milestones[{index}].name: is required", field="milestones")
             amount = _decimal(milestone.get("amount"), f"milestones[{index}].amount")
+            if milestone.get("product_id"):
+                get_owned(session, Product, milestone["product_id"], actor)
             if amount <= 0:
                 raise InvalidInput(
                     f"milestones[{index}].amount: must be positive", field="milestones"

@@ -13,6 +13,7 @@ from tallybook.core.credit import (
     CreditError,
     CreditRequest,
     InvoicedLine,
+    LineCredit,
     credit_line,
 )
 from tallybook.core.money import RoundingMode, round_to_minor
@@ -83,16 +84,30 @@ def create_credit_note(
         }
         positions = {str(i): lid for i, lid in enumerate(lines, start=1)}
         credited = _credited_so_far(session, invoice.id)
+        prior_total, prior_to_balance = _prior_credits(session, invoice.id)
+        creditable = invoice.total_minor - prior_total
+        if creditable <= 0:
+            raise Conflict(
+                f"invoice {invoice.number} has nothing left to credit (total "
+                f"{invoice.total_minor}, credited {prior_total} minor units)"
+            )
         requests = values.get("lines")
+        results: list[tuple[InvoiceLine, LineCredit]] = []
         if not requests:
             requests = [
                 {"line_id": lid}
                 for lid, line in lines.items()
                 if line.total_minor > 0 and _remaining(line, credited.get(lid))
             ]
+            # Crediting the whole invoice also reverses its negative (adjustment) lines, so the
+            # note never credits more than the invoice's own total.
+            results += [
+                (line, _reversal(line))
+                for lid, line in lines.items()
+                if line.total_minor < 0 and lid not in credited
+            ]
             if not requests:
                 raise Conflict("invoice is already fully credited")
-        results = []
         for index, request in enumerate(requests):
             prefix = f"lines[{index}]."
             ref = str(request.get("line_id") or request.get("line") or "")
@@ -144,6 +159,12 @@ def create_credit_note(
         total = subtotal + tax
         if total <= 0:
             raise InvalidInput("lines: the credit note would credit nothing", field="lines")
+        if total > creditable:
+            raise InvalidInput(
+                f"lines: the credit note would credit {total} minor units but only "
+                f"{creditable} of the invoice remain creditable",
+                field="lines",
+            )
         customer = session.get(Customer, invoice.customer_id, with_for_update=True)
         day = _issue_date(values.get("issue_date")) or local_date(utcnow(), customer.timezone)
         if invoice.issue_date is not None and day < invoice.issue_date:
@@ -193,10 +214,14 @@ def create_credit_note(
                     ],
                 )
             )
-        # Credits reduce what is still owed; the rest becomes customer credit.
-        open_due = invoice.amount_due_minor if invoice.status != "uncollectible" else 0
-        to_invoice = min(total, open_due) if settlement == "reduce_amount_due" else 0
-        to_balance = total - to_invoice
+        # Credits reduce what is still owed. Only money the customer actually paid on this
+        # invoice (in cash or with earlier credit) can come back as customer credit.
+        refundable = max(invoice.paid_minor + invoice.credit_applied_minor - prior_to_balance, 0)
+        if settlement == "customer_credit":
+            to_balance = min(total, refundable)
+        else:
+            to_balance = min(max(total - invoice.amount_due_minor, 0), refundable)
+        to_invoice = total - to_balance
         invoice.credited_minor += to_invoice
         if to_balance:
             customer.credit_balance_minor += to_balance
@@ -241,6 +266,33 @@ def _issue_date(value: Any) -> date | None:
         raise InvalidInput(
             f"issue_date: {value!r} is not an ISO date", field="issue_date"
         ) from None
+
+
+def _reversal(line: InvoiceLine) -> LineCredit:
+    """The whole of a negative line, credited back (a negative credit-note line)."""
+    taxes = tuple((t["code"], t["amount_minor"]) for t in _line_taxes(line))
+    taxable = line.subtotal_minor - line.discount_minor
+    tax = sum(amount for _, amount in taxes)
+    return LineCredit(line.id, line.quantity, taxable, taxes, tax, taxable + tax)
+
+
+def _prior_credits(session: Any, invoice_id: str) -> tuple[int, int]:
+    """Total of earlier credit notes on the invoice, and how much of it went to the balance."""
+    notes = list(session.scalars(select(CreditNote.id).where(CreditNote.invoice_id == invoice_id)))
+    total = session.scalar(
+        select(func.coalesce(func.sum(CreditNote.total_minor), 0)).where(
+            CreditNote.invoice_id == invoice_id
+        )
+    )
+    to_balance = 0
+    if notes:
+        to_balance = session.scalar(
+            select(func.coalesce(func.sum(CustomerCreditEntry.amount_minor), 0)).where(
+                CustomerCreditEntry.source == "credit_note",
+                CustomerCreditEntry.source_id.in_(notes),
+            )
+        )
+    return int(total), int(to_balance)
 
 
 def _line_taxes(line: InvoiceLine) -> list[dict[str, Any]]:

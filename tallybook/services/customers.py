@@ -157,13 +157,16 @@ def update_customer(
     with db.transaction() as session:
         customer = get_owned(session, Customer, customer_id, actor, lock=True)
         if "currency" in clean and clean["currency"] != customer.currency:
-            has_invoices = session.scalar(
-                select(exists().where(Invoice.customer_id == customer.id))
+            from tallybook.db.models import Charge, Contract, Subscription
+
+            has_invoices = any(
+                session.scalar(select(exists().where(model.customer_id == customer.id)))
+                for model in (Invoice, Subscription, Charge, Contract)
             )
             if has_invoices:
                 raise Conflict(
-                    "currency: a customer bills in one currency; it has invoices in "
-                    f"{customer.currency}",
+                    "currency: a customer bills in one currency; it has invoices, "
+                    f"subscriptions or charges in {customer.currency}",
                     field="currency",
                 )
         _check_tax_ids(clean, clean.get("country", customer.country))
@@ -225,6 +228,20 @@ def delete_customer(db: Database, actor: Actor, customer_id: str) -> str:
     actor.require(*WRITERS, action="delete customers")
     with db.transaction() as session:
         customer = get_owned(session, Customer, customer_id, actor, lock=True)
+        from tallybook.db.models import Subscription
+
+        live = session.scalar(
+            select(
+                exists().where(
+                    Subscription.customer_id == customer.id,
+                    Subscription.status.not_in(("ended", "canceled")),
+                )
+            )
+        )
+        if live:
+            raise Conflict(
+                "customer has live subscriptions; cancel them before archiving the customer"
+            )
         has_history = session.scalar(select(exists().where(Invoice.customer_id == customer.id)))
         if has_history:
             customer.archived_at = customer.archived_at or utcnow()

@@ -397,6 +397,10 @@ def issue_invoice(
         )
         if not count:
             raise Conflict("invoice has no lines; add a line before issuing")
+        # The rule is checked against today's threshold, not the one in force when the draft
+        # was rated: lowering the threshold must not let an old draft slip through.
+        if invoice.approval_status != "approved":
+            invoice.approval_status = _approval_status(org, invoice.currency, invoice.total_minor)
         if invoice.approval_status == "pending":
             if actor.role not in MANAGERS:
                 raise Forbidden(
@@ -419,8 +423,23 @@ def issue_invoice(
         if invoice.approval_status == "pending":
             invoice.approval_status = "approved"
             invoice.approved_by = actor.key_id
-        # Customer credit (from earlier credit notes) pays what it can of the new invoice.
-        usable = min(customer.credit_balance_minor, invoice.total_minor)
+        # A negative invoice (more credited back than charged) becomes customer credit.
+        if invoice.total_minor < 0:
+            customer.credit_balance_minor += -invoice.total_minor
+            session.add(
+                CustomerCreditEntry(
+                    id=new_id("cce"),
+                    organization_id=org.id,
+                    customer_id=customer.id,
+                    amount_minor=-invoice.total_minor,
+                    currency=invoice.currency,
+                    source="negative_invoice",
+                    source_id=invoice.id,
+                    created_at=now,
+                )
+            )
+        # Customer credit (from credit notes or negative invoices) pays what it can.
+        usable = min(customer.credit_balance_minor, max(invoice.total_minor, 0))
         if usable > 0:
             customer.credit_balance_minor -= usable
             invoice.credit_applied_minor = usable
@@ -483,10 +502,13 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
             raise Conflict(f"invoice {invoice.number or invoice.id} is already void")
         if invoice.paid_minor > 0:
             raise Conflict("invoice has payments; refund or reverse them before voiding")
-        if invoice.credited_minor > 0:
-            raise Conflict("invoice has credit notes; it cannot be voided")
-        if invoice.debited_minor > 0:
-            raise Conflict("invoice has debit notes; it cannot be voided")
+        from tallybook.db.models import CreditNote, DebitNote
+
+        for model, label in ((CreditNote, "credit notes"), (DebitNote, "debit notes")):
+            if session.scalar(select(func.count()).where(model.invoice_id == invoice.id)):
+                raise Conflict(f"invoice has {label}; it cannot be voided")
+        if invoice.status != "draft" and invoice.total_minor < 0:
+            raise Conflict("a negative invoice became customer credit; it cannot be voided")
         if invoice.credit_applied_minor:
             customer = session.get(Customer, invoice.customer_id, with_for_update=True)
             customer.credit_balance_minor += invoice.credit_applied_minor
@@ -509,12 +531,7 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
         invoice.void_reason = reason
         invoice.amount_due_minor = 0
         if was == "draft":
-            # A discarded draft releases its pending charges for the next run.
-            from tallybook.db.models import Charge
-
-            session.execute(
-                update(Charge).where(Charge.invoice_id == invoice.id).values(invoice_id=None)
-            )
+            _release_draft(session, invoice)
         audit(
             session,
             actor,
@@ -524,6 +541,52 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
             {"reason": reason, "was": was, "number": invoice.number},
         )
     return invoice
+
+
+def _release_draft(session: Session, invoice: Invoice) -> None:
+    """A discarded draft gives back what it billed, so the next run bills it again.
+
+    Pending charges are released; the (subscription, period) guards are removed and each
+    subscription's cursor is moved back to the earliest billing instant the draft covered;
+    adjustment lines are recomputed by re-rating from the earliest period they touched.
+    """
+    from tallybook.db.models import Charge, Subscription, SubscriptionPeriodInvoice
+
+    session.execute(update(Charge).where(Charge.invoice_id == invoice.id).values(invoice_id=None))
+    guards = list(
+        session.scalars(
+            select(SubscriptionPeriodInvoice).where(
+                SubscriptionPeriodInvoice.invoice_id == invoice.id
+            )
+        )
+    )
+    rewind: dict[str, Any] = {}
+    for guard in guards:
+        # Advance charges are billed at the period start, arrears at its end.
+        instant = guard.period_start if guard.timing == "in_advance" else guard.period_end
+        rewind[guard.subscription_id] = min(rewind.get(guard.subscription_id, instant), instant)
+        session.delete(guard)
+    adjusted: dict[str, Any] = {}
+    for line in session.scalars(
+        select(InvoiceLine).where(
+            InvoiceLine.invoice_id == invoice.id, InvoiceLine.kind == "adjustment"
+        )
+    ):
+        start = line.period_start
+        adjusted[line.subscription_id] = min(adjusted.get(line.subscription_id, start), start)
+    for subscription_id in set(rewind) | set(adjusted):
+        subscription = session.get(Subscription, subscription_id, with_for_update=True)
+        if subscription_id in rewind:
+            instant = max(rewind[subscription_id], subscription.start_at)
+            if subscription.trial_end_at is not None:
+                instant = max(instant, subscription.trial_end_at)
+            subscription.next_billing_at = min(subscription.next_billing_at, instant)
+            if subscription.status == "ended":
+                subscription.status = "canceled"
+        if subscription_id in adjusted:
+            start = adjusted[subscription_id]
+            if subscription.rerate_from is None or start < subscription.rerate_from:
+                subscription.rerate_from = start
 
 
 def mark_uncollectible(db: Database, actor: Actor, invoice_id: str, reason: str) -> Invoice:

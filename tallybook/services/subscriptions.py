@@ -241,6 +241,7 @@ def change_subscription(
     requested = _instant(values.get("effective_at"), "effective_at")
     with db.transaction() as session:
         subscription, customer, org, plan = _context(session, actor, subscription_id)
+        before = {"plan": plan.code, "quantity": str(subscription.quantity)}
         target = plan
         if new_plan_id is not None:
             target = get_owned(session, Plan, new_plan_id, actor)
@@ -288,7 +289,7 @@ def change_subscription(
                 "plan": target.code,
                 "quantity": str(quantity),
                 "effective_at": at.isoformat(),
-                "before": {"plan": plan.code, "quantity": str(subscription.quantity)},
+                "before": before,
             },
         )
     return change
@@ -443,6 +444,32 @@ def list_changes(db: Database, actor: Actor, subscription_id: str) -> list[Subsc
         )
 
 
+def _refuse_billed_period(
+    session: Session, subscription: Subscription, occurred_at: datetime
+) -> None:
+    """Usage for a period whose usage was already invoiced would be silently lost: refuse it."""
+    from tallybook.db.models import SubscriptionPeriodInvoice
+
+    customer = session.get(Customer, subscription.customer_id)
+    plan = session.get(Plan, subscription.plan_id)
+    period = period_containing(
+        subscription.anchor_date, plan_interval(plan), occurred_at, customer.timezone
+    )
+    billed = session.scalar(
+        select(SubscriptionPeriodInvoice.invoice_id).where(
+            SubscriptionPeriodInvoice.subscription_id == subscription.id,
+            SubscriptionPeriodInvoice.period_start == period.start,
+            SubscriptionPeriodInvoice.timing == "in_arrears",
+        )
+    )
+    if billed is not None:
+        raise Conflict(
+            f"occurred_at: usage for {period.label()} was already invoiced; report it as a "
+            "one-off charge instead",
+            field="occurred_at",
+        )
+
+
 def record_usage(
     db: Database, actor: Actor, subscription_id: str, values: dict[str, Any]
 ) -> tuple[UsageRecord, bool]:
@@ -476,6 +503,7 @@ def record_usage(
                     f"price_code: {values['price_code']} is not on this subscription's plans",
                     field="price_code",
                 )
+            _refuse_billed_period(session, subscription, occurred_at)
             record = UsageRecord(
                 id=new_id("use"),
                 organization_id=actor.organization_id,
