@@ -1,5 +1,7 @@
-"""Idempotency-Key on every POST: same key and body replay the first answer; a different
-body with the same key is refused with 422. Keys are kept for at least 24 hours.
+"""Idempotency-Key on every POST: the same key and body replay the first answer; the same key
+with a different body is refused with 422; a twin arriving while the first is still running gets
+409. Records are kept for 48 hours. Authentication failures and server errors are not stored, so
+a corrected retry with the same key is processed.
 """
 
 from __future__ import annotations
@@ -7,18 +9,27 @@ from __future__ import annotations
 import hashlib
 from datetime import timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tallybook.api.problems import problem
+from tallybook.api.problems import MEDIA_TYPE, problem
 from tallybook.db.models import IdempotencyRecord, new_id
-from tallybook.services.base import Database, ServiceError, utcnow
+from tallybook.services.base import Actor, Database, ServiceError, utcnow
 from tallybook.services.organizations import authenticate
 
 RETENTION = timedelta(hours=48)
+ABANDONED = timedelta(minutes=5)  # a pending record this old belongs to a crashed request
+NOT_STORED = {401, 403}
+
+
+def bearer_key(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    if not authorization.startswith("Bearer "):
+        return None
+    return authorization.removeprefix("Bearer ").strip()
 
 
 class IdempotencyMiddleware(BaseHTTPMiddleware):
@@ -38,15 +49,78 @@ class IdempotencyMiddleware(BaseHTTPMiddleware):
                 type_suffix="invalid-input",
                 field="Idempotency-Key",
             )
-        authorization = request.headers.get("authorization", "")
+        secret = bearer_key(request)
         try:
-            actor = authenticate(self.db, authorization.removeprefix("Bearer ").strip())
+            actor = authenticate(self.db, secret) if secret else None
         except ServiceError:
-            return await call_next(request)  # the route answers 401 itself
+            actor = None
+        if actor is None:
+            return await call_next(request)  # the route answers 401 itself; nothing is kept
         body = await request.body()
         digest = hashlib.sha256(
             request.method.encode() + b" " + request.url.path.encode() + b"\n" + body
         ).hexdigest()
+        claimed = self._claim(actor, key, digest)
+        if claimed is not None:
+            return claimed
+        try:
+            response = await call_next(request)
+            chunks = [chunk async for chunk in response.body_iterator]  # type: ignore[attr-defined]
+        except BaseException:
+            self._release(actor, key)
+            raise
+        payload = b"".join(c if isinstance(c, bytes) else c.encode() for c in chunks)
+        media_type = response.headers.get("content-type", "application/json")
+        if response.status_code >= 500 or response.status_code in NOT_STORED:
+            self._release(actor, key)
+        else:
+            with self.db.transaction() as session:
+                session.execute(
+                    update(IdempotencyRecord)
+                    .where(
+                        IdempotencyRecord.organization_id == actor.organization_id,
+                        IdempotencyRecord.key == key,
+                    )
+                    .values(
+                        status_code=response.status_code,
+                        response_body=payload.decode(),
+                        media_type=media_type,
+                    )
+                )
+        headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+        return Response(payload, status_code=response.status_code, headers=headers)
+
+    def _claim(self, actor: Actor, key: str, digest: str) -> Response | None:
+        """Take the key for this request, or answer from (or about) the request that has it."""
+        now = utcnow()
+        try:
+            with self.db.transaction() as session:
+                session.execute(
+                    delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - RETENTION)
+                )
+                session.execute(
+                    delete(IdempotencyRecord).where(
+                        IdempotencyRecord.organization_id == actor.organization_id,
+                        IdempotencyRecord.key == key,
+                        IdempotencyRecord.status_code == 0,
+                        IdempotencyRecord.created_at < now - ABANDONED,
+                    )
+                )
+                session.add(
+                    IdempotencyRecord(
+                        id=new_id("idem"),
+                        organization_id=actor.organization_id,
+                        key=key,
+                        request_hash=digest,
+                        status_code=0,
+                        response_body="",
+                        media_type="application/json",
+                        created_at=now,
+                    )
+                )
+            return None
+        except IntegrityError:
+            pass
         with self.db.reading() as session:
             record = session.scalars(
                 select(IdempotencyRecord).where(
@@ -54,48 +128,44 @@ class IdempotencyMiddleware(BaseHTTPMiddleware):
                     IdempotencyRecord.key == key,
                 )
             ).first()
-        if record is not None:
-            if record.request_hash != digest:
-                return problem(
-                    422,
-                    "Idempotency key reused",
-                    "Idempotency-Key: this key was already used with a different "
-                    "request; use a new key for a new request",
-                    type_suffix="idempotency-key-reused",
-                    field="Idempotency-Key",
-                )
-            return Response(
-                record.response_body,
-                status_code=record.status_code,
-                media_type="application/json",
-                headers={"Idempotent-Replayed": "true"},
+        if record is None:  # released between our insert and this read: let the client retry
+            return problem(
+                409,
+                "Conflict",
+                "Idempotency-Key: retry the request",
+                type_suffix="idempotency-retry",
+                field="Idempotency-Key",
             )
-        response = await call_next(request)
-        payload = b"".join([chunk async for chunk in response.body_iterator])  # type: ignore[attr-defined]
-        if response.status_code < 500:
-            try:
-                with self.db.transaction() as session:
-                    session.execute(
-                        delete(IdempotencyRecord).where(
-                            IdempotencyRecord.created_at < utcnow() - RETENTION
-                        )
-                    )
-                    session.add(
-                        IdempotencyRecord(
-                            id=new_id("idem"),
-                            organization_id=actor.organization_id,
-                            key=key,
-                            request_hash=digest,
-                            status_code=response.status_code,
-                            response_body=payload.decode(),
-                            created_at=utcnow(),
-                        )
-                    )
-            except IntegrityError:
-                pass  # a concurrent twin stored it first; both answers are the same request's
+        if record.request_hash != digest:
+            return problem(
+                422,
+                "Idempotency key reused",
+                "Idempotency-Key: this key was already used with a different "
+                "request; use a new key for a new request",
+                type_suffix="idempotency-key-reused",
+                field="Idempotency-Key",
+            )
+        if record.status_code == 0:
+            return problem(
+                409,
+                "Request in progress",
+                "Idempotency-Key: the first request with this key is still being "
+                "processed; retry shortly",
+                type_suffix="idempotency-in-progress",
+                field="Idempotency-Key",
+            )
         return Response(
-            payload,
-            status_code=response.status_code,
-            headers={k: v for k, v in response.headers.items() if k.lower() != "content-length"},
-            media_type=response.media_type,
+            record.response_body,
+            status_code=record.status_code,
+            media_type=record.media_type or MEDIA_TYPE,
+            headers={"Idempotent-Replayed": "true"},
         )
+
+    def _release(self, actor: Actor, key: str) -> None:
+        with self.db.transaction() as session:
+            session.execute(
+                delete(IdempotencyRecord).where(
+                    IdempotencyRecord.organization_id == actor.organization_id,
+                    IdempotencyRecord.key == key,
+                )
+            )

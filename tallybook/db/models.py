@@ -509,6 +509,8 @@ class IdempotencyRecord(Base):
     organization_id: Mapped[str] = org_fk()
     key: Mapped[str] = mapped_column(String(255))
     request_hash: Mapped[str] = mapped_column(String(64))
+    # 0 while the first request is still being processed.
     status_code: Mapped[int] = mapped_column(Integer)
     response_body: Mapped[str] = mapped_column(Text)
+    media_type: Mapped[str] = mapped_column(String(100), default="application/json")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

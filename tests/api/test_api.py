@@ -320,3 +320,60 @@ def test_openapi_document(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert "/v1/invoices/{invoice_id}/lines/{line}/explanation" in spec["paths"]
     assert "/v1/billing-runs" in spec["paths"]
+
+
+def test_idempotency_does_not_keep_auth_failures_or_other_roles_refusals(
+    client: TestClient, db: Database
+) -> None:
+    _, keys = _org(db)
+    body = {"legal_name": "Retry GmbH", "country": "DE", "currency": "EUR"}
+    no_bearer = client.post(
+        "/v1/customers",
+        json=body,
+        headers={"Authorization": keys["admin"], "Idempotency-Key": "k1"},
+    )
+    assert no_bearer.status_code == 401
+    fixed = client.post(
+        "/v1/customers", json=body, headers=auth(keys["admin"], **{"Idempotency-Key": "k1"})
+    )
+    assert fixed.status_code == 201 and "idempotent-replayed" not in fixed.headers
+    viewer = client.post(
+        "/v1/customers", json=body, headers=auth(keys["viewer"], **{"Idempotency-Key": "k2"})
+    )
+    assert viewer.status_code == 403
+    admin = client.post(
+        "/v1/customers", json=body, headers=auth(keys["admin"], **{"Idempotency-Key": "k2"})
+    )
+    assert admin.status_code == 201
+    bad = client.post(
+        "/v1/customers",
+        json={**body, "country": "XX"},
+        headers=auth(keys["admin"], **{"Idempotency-Key": "k3"}),
+    )
+    replay = client.post(
+        "/v1/customers",
+        json={**body, "country": "XX"},
+        headers=auth(keys["admin"], **{"Idempotency-Key": "k3"}),
+    )
+    assert bad.status_code == replay.status_code == 422
+    assert replay.headers["content-type"].startswith("application/problem+json")
+
+
+def test_concurrent_twins_with_one_key_create_one_customer(
+    client: TestClient, db: Database
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, keys = _org(db)
+    body = {"legal_name": "Twin Ltd", "country": "GB", "currency": "GBP"}
+    headers = auth(keys["admin"], **{"Idempotency-Key": "twin"})
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        statuses = list(
+            pool.map(
+                lambda _: client.post("/v1/customers", json=body, headers=headers).status_code,
+                range(8),
+            )
+        )
+    assert set(statuses) <= {201, 409} and 201 in statuses
+    listed = client.get("/v1/customers", headers=auth(keys["admin"])).json()["data"]
+    assert [c["legal_name"] for c in listed] == ["Twin Ltd"]

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-21 09:15:17.265945
+Create Date: 2026-11-21 09:49:21.533787
 """
 
 import sqlalchemy as sa
@@ -179,6 +179,7 @@ def upgrade() -> None:
         sa.Column("request_hash", sa.String(length=64), nullable=False),
         sa.Column("status_code", sa.Integer(), nullable=False),
         sa.Column("response_body", sa.Text(), nullable=False),
+        sa.Column("media_type", sa.String(length=100), nullable=False),
         sa.Column("created_at", tallybook.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["organization_id"],
