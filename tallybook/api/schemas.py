@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -12,9 +12,12 @@ Decimal_ = str | int
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    # Fields a PATCH may set to null to clear them; any other null means "leave as is".
+    clearable: ClassVar[frozenset[str]] = frozenset()
 
     def values(self) -> dict[str, Any]:
-        return self.model_dump(exclude_unset=True)
+        data = self.model_dump(exclude_unset=True)
+        return {k: v for k, v in data.items() if v is not None or k in self.clearable}
 
 
 class TaxId(Body):
@@ -52,6 +55,9 @@ class CustomerIn(Body):
 
 
 class CustomerPatch(Body):
+    clearable: ClassVar[frozenset[str]] = frozenset(
+        {"external_id", "address_line1", "address_line2", "city", "postal_code", "region"}
+    )
     legal_name: str | None = None
     country: str | None = None
     currency: str | None = None
@@ -221,6 +227,7 @@ class DiscountIn(Body):
 
 
 class DraftPatch(Body):
+    clearable: ClassVar[frozenset[str]] = frozenset({"po_number", "notes"})
     po_number: str | None = None
     notes: str | None = None
     discounts: list[DiscountIn] | None = None

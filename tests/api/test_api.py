@@ -377,3 +377,28 @@ def test_concurrent_twins_with_one_key_create_one_customer(
     assert set(statuses) <= {201, 409} and 201 in statuses
     listed = client.get("/v1/customers", headers=auth(keys["admin"])).json()["data"]
     assert [c["legal_name"] for c in listed] == ["Twin Ltd"]
+
+
+def test_patch_with_nulls_leaves_required_fields_and_clears_optional_ones(
+    client: TestClient, db: Database
+) -> None:
+    _, keys = _org(db)
+    h = auth(keys["admin"])
+    created = client.post(
+        "/v1/customers",
+        json={"legal_name": "Null AG", "country": "DE", "currency": "EUR", "region": "BY"},
+        headers=h,
+    )
+    patched = client.patch(
+        f"/v1/customers/{created.json()['id']}",
+        json={"timezone": None, "legal_name": None, "region": None},
+        headers=h,
+    )
+    assert patched.status_code == 200
+    assert (patched.json()["timezone"], patched.json()["legal_name"], patched.json()["region"]) == (
+        "UTC",
+        "Null AG",
+        None,
+    )
+    settings = client.patch("/v1/organization", json={"name": None, "timezone": None}, headers=h)
+    assert settings.status_code == 200 and settings.json()["timezone"] == "Europe/Berlin"
