@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from tallybook.core.coverage import Coverage, difference
@@ -22,6 +23,8 @@ RECURRING = "recurring"
 USAGE = "usage"
 IN_ADVANCE = "in_advance"
 IN_ARREARS = "in_arrears"
+# Distinct questions to the catalog are few; the cap only keeps memory flat in odd catalogs.
+_MEMO_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,25 @@ class Catalog:
     prices: Mapping[str, tuple[PriceVersion, ...]]
     plans: Mapping[str, PlanInfo]
     by_id: Mapping[str, PriceVersion] = field(default_factory=dict)
+    # Plan ids offering each price code, in plan order.
+    plans_by_code: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    # Memos for `rate` and `plan_prices_at`: a billing run builds its catalog once, and most of
+    # its subscriptions ask the same questions of it.
+    _ratings: dict[tuple[str, str, str], tuple[Rating, Mapping[str, Any]]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+    _in_force: dict[tuple[str, datetime], tuple[PriceVersion, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        by_code: dict[str, list[str]] = {}
+        for plan in self.plans.values():
+            for code in plan.price_codes:
+                by_code.setdefault(code, []).append(plan.id)
+        object.__setattr__(
+            self, "plans_by_code", {code: tuple(ids) for code, ids in by_code.items()}
+        )
 
     @classmethod
     def build(cls, prices: Sequence[PriceVersion], plans: Sequence[PlanInfo]) -> Catalog:
@@ -67,6 +89,35 @@ class Catalog:
             plans={plan.id: plan for plan in plans},
             by_id={price.id: price for price in prices},
         )
+
+    def rate(
+        self, price: PriceVersion, quantity: Decimal, currency: str
+    ) -> tuple[Rating, Mapping[str, Any]]:
+        """`pricing.rate(price.terms, quantity)` and the price and rating part of a line's
+        explanation, remembered for this catalog.
+
+        Keyed by the quantity's exact text: 5 and 5.0 are equal but explain differently. Lines
+        share the explanation part, so it must be read, never changed.
+        """
+        key = (price.id, str(quantity), currency)
+        rated = self._ratings.get(key)
+        if rated is None:
+            rating = rate(price.terms, quantity)
+            rated = (rating, _price_explanation(price, rating, currency))
+            if len(self._ratings) < _MEMO_LIMIT:
+                self._ratings[key] = rated
+        return rated
+
+    def plan_prices_at(self, plan_id: str, instant: datetime) -> tuple[PriceVersion, ...]:
+        """`price_at` for each of the plan's price codes, in the plan's order; remembered for
+        this catalog, since every subscription of a plan asks it for the same period starts."""
+        key = (plan_id, instant)
+        prices = self._in_force.get(key)
+        if prices is None:
+            prices = tuple(self.price_at(code, instant) for code in self.plans[plan_id].price_codes)
+            if len(self._in_force) < _MEMO_LIMIT:
+                self._in_force[key] = prices
+        return prices
 
     def price_at(self, code: str, instant: datetime) -> PriceVersion:
         """The version in force at `instant`; before the first version, the first one."""
@@ -160,6 +211,17 @@ def _price_explanation(price: PriceVersion, rating: Rating, currency: str) -> di
     }
 
 
+@lru_cache(maxsize=4096)
+def _period_explanation(period: BillingPeriod, interval: Interval) -> Mapping[str, Any]:
+    """The period part of a line's explanation; shared between lines, so read-only."""
+    return {
+        "start": _iso(period.start),
+        "end": _iso(period.end),
+        "label": period.label(),
+        "interval": interval.label(),
+    }
+
+
 def entitled_coverage(
     segments: Sequence[Segment],
     catalog: Catalog,
@@ -172,9 +234,7 @@ def entitled_coverage(
         window = segment.overlap(period.start, period.end)
         if window is None:
             continue
-        plan = catalog.plans[segment.plan_id]
-        for code in plan.price_codes:
-            price = catalog.price_at(code, period.start)
+        for price in catalog.plan_prices_at(segment.plan_id, period.start):
             if price.kind != RECURRING or price.timing != timing:
                 continue
             quantity = _rated_quantity(price, segment.quantity)
@@ -192,20 +252,22 @@ def coverage_lines(
 ) -> list[DraftLine]:
     """Price each coverage window, prorated when it is less than the whole period."""
     lines: list[DraftLine] = []
+    if not items:
+        return lines
+    period_part = _period_explanation(period, context.interval)
+    label = period_part["label"]
     for item in items:
         price = catalog.by_id[item.price_id]
-        rating = rate(price.terms, item.quantity)
+        rating, priced = catalog.rate(price, item.quantity, context.currency)
         fraction = prorate(period, item.start, item.end, context.policy, context.interval)
-        amount = rating.amount if fraction.is_full else fraction.apply(rating.amount)
+        full = fraction.is_full
+        amount = rating.amount if full else fraction.apply(rating.amount)
         amount = amount * item.weight
-        plan_name = next(
-            (
-                context.plan_names[plan.id]
-                for plan in catalog.plans.values()
-                if price.code in plan.price_codes and plan.id in context.plan_names
-            ),
-            price.product_name,
-        )
+        plan_name = price.product_name
+        for plan_id in catalog.plans_by_code.get(price.code, ()):
+            if plan_id in context.plan_names:
+                plan_name = context.plan_names[plan_id]
+                break
         what = price.product_name
         if adjustment:
             verb = "Unused time on" if item.weight < 0 else "Remaining time on"
@@ -213,26 +275,21 @@ def coverage_lines(
                 f"{verb} {what} ({_quantity_text(item.quantity)}) "
                 f"{_short(fraction.used_from, context.timezone)} to "
                 f"{_short_end(fraction.used_to, context.timezone)}"
-                f", adjusting {period.label()}"
+                f", adjusting {label}"
             )
         else:
-            description = f"{what} ({_quantity_text(item.quantity)}), {period.label()}"
-            if not fraction.is_full:
+            description = f"{what} ({_quantity_text(item.quantity)}), {label}"
+            if not full:
                 description += " (prorated)"
         explanation = {
             "source": "adjustment" if adjustment else "subscription",
             "subscription_id": context.id,
             "plan": plan_name,
             "quantity": {"value": str(item.quantity), "source": _seat_source(price)},
-            **_price_explanation(price, rating, context.currency),
-            "period": {
-                "start": _iso(period.start),
-                "end": _iso(period.end),
-                "label": period.label(),
-                "interval": context.interval.label(),
-            },
+            **priced,
+            "period": period_part,
             "proration": None
-            if fraction.is_full
+            if full
             else {
                 "numerator": fraction.numerator,
                 "denominator": fraction.denominator,
@@ -302,9 +359,9 @@ def usage_lines(
     for segment in segments:
         if segment.overlap(period.start, period.end) is None:
             continue
-        for code in catalog.plans[segment.plan_id].price_codes:
-            if code not in codes and catalog.price_at(code, period.start).kind == USAGE:
-                codes.append(code)
+        for price in catalog.plan_prices_at(segment.plan_id, period.start):
+            if price.code not in codes and price.kind == USAGE:
+                codes.append(price.code)
     lines: list[DraftLine] = []
     for code in codes:
         price = catalog.price_at(code, period.start)

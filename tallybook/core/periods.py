@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
-from functools import cache
+from functools import cache, lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 __all__ = [
@@ -28,6 +28,9 @@ __all__ = [
 
 _ONE_DAY = timedelta(days=1)
 _ONE_SECOND = timedelta(seconds=1)
+# Period arithmetic is pure and a billing run asks the same questions for every subscription
+# with the same anchor day; the public functions validate, then answer from a bounded memo.
+_MEMO_SIZE = 4096
 
 
 class IntervalUnit(StrEnum):
@@ -132,6 +135,12 @@ def _require_interval(value: object) -> Interval:
     return value
 
 
+def _require_index(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"index: expected an integer, got {value!r}")
+    return value
+
+
 @cache
 def _zone(timezone: str) -> ZoneInfo:
     try:
@@ -151,8 +160,7 @@ def boundary_date(anchor: date, interval: Interval, index: int) -> date:
     """
     _require_date(anchor, "anchor")
     _require_interval(interval)
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise TypeError(f"index: expected an integer, got {index!r}")
+    _require_index(index)
     try:
         months = interval.months()
         if months is None:
@@ -210,6 +218,11 @@ def local_midnight(day: date, timezone: str) -> datetime:
     where 00:00 happens twice it begins at the first of them.
     """
     _require_date(day, "day")
+    return _local_midnight(day, timezone)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _local_midnight(day: date, timezone: str) -> datetime:
     zone = _zone(timezone)
     wall = datetime.combine(day, time(0))
     # fold=0 picks the earlier of two repeated midnights.
@@ -240,6 +253,14 @@ def local_date(instant: datetime, timezone: str) -> date:
 
 def period_at(anchor: date, interval: Interval, index: int, timezone: str) -> BillingPeriod:
     """The index-th period from the anchor (0 starts on the anchor; negative indexes precede it)."""
+    _require_date(anchor, "anchor")
+    _require_interval(interval)
+    _require_index(index)
+    return _period_at(anchor, interval, index, timezone)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _period_at(anchor: date, interval: Interval, index: int, timezone: str) -> BillingPeriod:
     start_date = boundary_date(anchor, interval, index)
     end_date = boundary_date(anchor, interval, index + 1)
     return BillingPeriod(
@@ -275,6 +296,15 @@ def period_containing(
     _require_date(anchor, "anchor")
     _require_interval(interval)
     _require_aware(instant, "instant")
+    # In UTC, equal keys are the same instant: two readings of an hour repeated in a local zone
+    # compare equal (fold is ignored) yet lie an hour apart.
+    return _period_containing(anchor, interval, instant.astimezone(UTC), timezone)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _period_containing(
+    anchor: date, interval: Interval, instant: datetime, timezone: str
+) -> BillingPeriod:
     index = _index_for_date(anchor, interval, local_date(instant, timezone))
     period = period_at(anchor, interval, index, timezone)
     # Dates decide in every zone we know of; these guard the instant-level contract should a

@@ -153,6 +153,8 @@ class PriceTerms:
 
     def validate(self) -> None:
         """Raise PricingError, naming the field, if these terms cannot price anything sensibly."""
+        if self.__dict__.get("_valid"):
+            return  # frozen terms that passed once always pass: `rate` need not check again
         if not isinstance(self.model, PricingModel):
             choices = ", ".join(model.value for model in PricingModel)
             raise PricingError(f"model: {self.model!r} is not one of {choices}")
@@ -185,6 +187,7 @@ class PriceTerms:
             and self.min_per_transaction > self.max_per_transaction
         ):
             raise PricingError("min_per_transaction: must not exceed max_per_transaction")
+        object.__setattr__(self, "_valid", True)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe form for storage: Decimals as plain strings, defaults left out."""

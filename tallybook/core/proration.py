@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from enum import StrEnum
+from functools import lru_cache
 
 from tallybook.core.money import parse_decimal
 from tallybook.core.periods import (
@@ -30,6 +31,8 @@ _ONE_DAY = timedelta(days=1)
 # finer than any currency's minor unit, and enough for every terminating quotient of a period
 # length (a denominator below 2**40 terminates within 40 decimal places).
 _EXTRA_DIGITS = 40
+# Bound of the memo of `prorate`, which a billing run asks the same question per subscription.
+_MEMO_SIZE = 4096
 
 
 class ProrationPolicy(StrEnum):
@@ -119,13 +122,27 @@ def prorate(
     except ValueError:
         choices = ", ".join(p.value for p in ProrationPolicy)
         raise ValueError(f"policy: {policy!r} is not one of {choices}") from None
+    # The window is clipped in UTC anyway; converting first also makes equal memo keys the same
+    # instants (local readings of a repeated hour compare equal, fold ignored).
+    return _prorate(period, used_from.astimezone(UTC), used_to.astimezone(UTC), policy, interval)
+
+
+@lru_cache(maxsize=_MEMO_SIZE)
+def _prorate(
+    period: BillingPeriod,
+    used_from: datetime,
+    used_to: datetime,
+    policy: ProrationPolicy,
+    interval: Interval,
+) -> ProrationFraction:
+    # Pure and asked again for every subscription sharing a period and a window: memoised.
     _check_interval_matches(period, interval)
     if period.end == period.start:
         # Only a skipped local date (Samoa's 2011-12-30) gives this; no window can be told apart.
         raise ValueError(f"period: {period.label()} lasts no time at all in {period.timezone}")
 
-    start = min(max(used_from.astimezone(UTC), period.start), period.end)
-    end = max(min(used_to.astimezone(UTC), period.end), start)
+    start = min(max(used_from, period.start), period.end)
+    end = max(min(used_to, period.end), start)
     months = interval.months()
     if policy is ProrationPolicy.THIRTY_DAY_MONTH and months is None:
         policy = ProrationPolicy.EXACT_DAYS

@@ -1,18 +1,34 @@
 """The billing run: find everything due up to an instant and write one draft per customer and
-billing date. Streams customers in batches; a unique constraint on (subscription, period,
-timing) makes a re-run or a concurrent run harmless.
+billing date. Streams customers in batches (on PostgreSQL two at a time, rows written with
+COPY); a unique constraint on (subscription, period, timing) makes a re-run or a concurrent run
+harmless.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+from collections import defaultdict, deque, namedtuple
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from operator import itemgetter
+from typing import Any, TypeVar
 
-from sqlalchemy import insert, select, union, update
+import psycopg
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Dialect,
+    bindparam,
+    insert,
+    select,
+    text,
+    union,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,11 +44,13 @@ from tallybook.core.billing import (
 )
 from tallybook.core.coverage import Coverage
 from tallybook.core.money import RoundingMode, round_to_minor
-from tallybook.core.periods import BillingPeriod, local_date, local_midnight
+from tallybook.core.periods import BillingPeriod, Interval, local_date, local_midnight
 from tallybook.core.pricing import PriceTerms
 from tallybook.core.proration import ProrationPolicy
 from tallybook.core.timeline import Change, ChangeKind
+from tallybook.core.totals import InvoiceTotals, TaxTreatment
 from tallybook.db.models import (
+    Base,
     Charge,
     Coupon,
     CouponRedemption,
@@ -101,6 +119,17 @@ class _RunContext:
     taxes: TaxTable
     coupons: dict[str, Coupon]
     policy: ProrationPolicy
+    # Built once per run rather than once per subscription.
+    plan_names: dict[str, str] = field(default_factory=dict)
+    intervals: dict[str, Interval] = field(default_factory=dict)
+    # Per-run memo of draft totals by shape; see _totals_and_tails.
+    drafts_rated: dict[Any, tuple[InvoiceTotals, list[dict[str, Any]]]] = field(
+        default_factory=dict
+    )
+
+
+# Bounds the per-run memo of draft totals, so that memory stays flat however odd the data.
+_MEMO_LIMIT = 10_000
 
 
 def _load_context(session: Session, organization_id: str) -> _RunContext:
@@ -140,7 +169,15 @@ def _load_context(session: Session, organization_id: str) -> _RunContext:
         for c in session.scalars(select(Coupon).where(Coupon.organization_id == organization_id))
     }
     return _RunContext(
-        org, catalog, products, plans, taxes, coupons, ProrationPolicy(org.proration_policy)
+        org,
+        catalog,
+        products,
+        plans,
+        taxes,
+        coupons,
+        ProrationPolicy(org.proration_policy),
+        plan_names={p.id: p.name for p in plans.values()},
+        intervals={p.id: plan_interval(p) for p in plans.values()},
     )
 
 
@@ -159,7 +196,14 @@ def _candidate_customers(
         Charge.billable_at <= as_of,
         Charge.customer_id > after,
     )
-    combined = union(due_subscriptions, due_charges).subquery()
+    # Each side is cut to its first `limit` customers before the union: the first `limit` of the
+    # union are among them, and the database walks the customer_id index instead of collecting
+    # every customer still due on every batch (which made long runs quadratic).
+    firsts = [
+        query.distinct().order_by("customer_id").limit(limit).subquery()
+        for query in (due_subscriptions, due_charges)
+    ]
+    combined = union(*(select(first.c.customer_id) for first in firsts)).subquery()
     return list(
         session.scalars(
             select(combined.c.customer_id).order_by(combined.c.customer_id).limit(limit)
@@ -173,7 +217,7 @@ def run_billing(
     as_of: datetime,
     *,
     dry_run: bool = False,
-    batch_size: int = 500,
+    batch_size: int = 2000,
     progress: Callable[[int], None] | None = None,
     keep_invoice_ids: bool = True,
 ) -> BillingRunResult:
@@ -185,49 +229,186 @@ def run_billing(
     result = BillingRunResult(as_of=as_of, dry_run=dry_run, keep_invoice_ids=keep_invoice_ids)
     with db.reading() as session:
         context = _load_context(session, actor.organization_id)
+
+    def bill(batch: list[str]) -> BillingRunResult:
+        part = BillingRunResult(as_of=as_of, dry_run=dry_run, keep_invoice_ids=keep_invoice_ids)
+        _bill_customers(db, actor, context, batch, as_of, dry_run, part)
+        return part
+
+    # On PostgreSQL the next batch is billed while the server writes the previous one (JSONB,
+    # indexes, foreign keys), each in its own transaction. Batches hold disjoint customers, so
+    # they never wait for each other. SQLite has one writer at a time: one batch after another.
+    workers = _PARALLEL_BATCHES if db.dialect == "postgresql" else 1
+    batches = _batches(db, actor.organization_id, as_of, batch_size)
+    for part in _in_order(bill, batches, workers):
+        result.customers_seen += part.customers_seen
+        result.invoices_created += part.invoices_created
+        result.invoices_updated += part.invoices_updated
+        result.lines_created += part.lines_created
+        for currency, total in part.totals_by_currency.items():
+            result.totals_by_currency[currency] = result.totals_by_currency.get(currency, 0) + total
+        result.conflicts += part.conflicts
+        result.previews.extend(part.previews)
+        result.invoice_ids.extend(part.invoice_ids)
+        if progress is not None:
+            progress(part.customers_seen)
+    return result
+
+
+# Batches in flight at once on PostgreSQL: one computing while the other is being written.
+_PARALLEL_BATCHES = 2
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def _in_order(function: Callable[[_T], _R], items: Iterator[_T], workers: int) -> Iterator[_R]:
+    """function(item) for each item, results in order, with up to `workers` calls at once."""
+    if workers == 1:
+        yield from map(function, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        pending: deque[Future[_R]] = deque()
+        for item in items:
+            pending.append(pool.submit(function, item))
+            if len(pending) == workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _batches(db: Database, organization_id: str, as_of: datetime, size: int) -> Iterator[list[str]]:
+    """Customers with something due, `size` at a time, by keyset pagination."""
     after = ""
     while True:
         with db.reading() as session:
-            batch = _candidate_customers(session, actor.organization_id, as_of, after, batch_size)
+            batch = _candidate_customers(session, organization_id, as_of, after, size)
         if not batch:
-            break
+            return
         after = batch[-1]
-        for attempt_batch in _attempts(batch):
-            try:
-                with db.transaction() as session:
-                    _bill_batch(session, actor, context, attempt_batch, as_of, dry_run, result)
-                    if dry_run:
-                        session.rollback()
-                break
-            except IntegrityError:
-                # Another run billed one of these customers first. Retry one by one so that
-                # the others still get billed; the conflicting one now finds nothing due.
-                result.conflicts += 1
-                if len(attempt_batch) == 1:
-                    continue
-                for single in attempt_batch:
-                    try:
-                        with db.transaction() as session:
-                            _bill_batch(session, actor, context, [single], as_of, dry_run, result)
-                    except IntegrityError:
-                        result.conflicts += 1
-                break
-        result.customers_seen += len(batch)
-        if progress is not None:
-            progress(len(batch))
-    return result
+        yield batch
+
+
+def _bill_customers(
+    db: Database,
+    actor: Actor,
+    context: _RunContext,
+    batch: list[str],
+    as_of: datetime,
+    dry_run: bool,
+    result: BillingRunResult,
+) -> None:
+    """Bill one batch of customers in one transaction."""
+    for attempt_batch in _attempts(batch):
+        try:
+            with _batch_transaction(db) as session:
+                _bill_batch(session, actor, context, attempt_batch, as_of, dry_run, result)
+                if dry_run:
+                    session.rollback()
+            break
+        except IntegrityError:
+            # Another run billed one of these customers first. Retry one by one so that
+            # the others still get billed; the conflicting one now finds nothing due.
+            result.conflicts += 1
+            if len(attempt_batch) == 1:
+                continue
+            for single in attempt_batch:
+                try:
+                    with _batch_transaction(db) as session:
+                        _bill_batch(session, actor, context, [single], as_of, dry_run, result)
+                except IntegrityError:
+                    result.conflicts += 1
+            break
+    result.customers_seen += len(batch)
+
+
+@contextmanager
+def _batch_transaction(db: Database) -> Iterator[Session]:
+    """`db.transaction()` for billing a batch.
+
+    On PostgreSQL, psycopg meanwhile stops counting statements towards preparing them: those
+    carrying a batch's ids (see _among) are new text every batch, and it would keep the last
+    hundred of them, tens of kilobytes each, on every connection.
+    """
+    with db.transaction() as session:
+        if db.dialect != "postgresql":
+            yield session
+            return
+        driver_connection = session.connection().connection.driver_connection
+        assert driver_connection is not None
+        threshold = driver_connection.prepare_threshold
+        driver_connection.prepare_threshold = None
+        try:
+            yield session
+        finally:
+            driver_connection.prepare_threshold = threshold
 
 
 def _attempts(batch: list[str]) -> Iterator[list[str]]:
     yield batch
 
 
-def _lock_customers(session: Session, ids: Sequence[str]) -> dict[str, Customer]:
-    query = select(Customer).where(Customer.id.in_(ids)).order_by(Customer.id)
+# Plain rows rather than ORM objects: the run only reads these, and loading thousands of
+# entities per batch costs more than billing them. They are read as named tuples, whose
+# attributes are several times cheaper than a result row's.
+_CUSTOMER_COLUMNS = (
+    Customer.id,
+    Customer.legal_name,
+    Customer.currency,
+    Customer.timezone,
+    Customer.country,
+    Customer.region,
+    Customer.city,
+    Customer.tax_exempt,
+    Customer.reverse_charge,
+)
+_SUBSCRIPTION_COLUMNS = (
+    Subscription.id,
+    Subscription.customer_id,
+    Subscription.plan_id,
+    Subscription.quantity,
+    Subscription.status,
+    Subscription.anchor_date,
+    Subscription.trial_end_at,
+    Subscription.next_billing_at,
+    Subscription.rerate_from,
+)
+_CHANGE_COLUMNS = (
+    SubscriptionChange.subscription_id,
+    SubscriptionChange.kind,
+    SubscriptionChange.effective_at,
+    SubscriptionChange.plan_id,
+    SubscriptionChange.quantity,
+    SubscriptionChange.created_at,
+)
+
+
+_CustomerRow = namedtuple("_CustomerRow", [column.key for column in _CUSTOMER_COLUMNS])
+_SubscriptionRow = namedtuple("_SubscriptionRow", [column.key for column in _SUBSCRIPTION_COLUMNS])
+_ChangeRow = namedtuple("_ChangeRow", [column.key for column in _CHANGE_COLUMNS])
+
+
+def _among(session: Session, column: Any, values: Sequence[str]) -> ColumnElement[bool]:
+    """`column IN values` for a batch's ids; on PostgreSQL the ids are written into the
+    statement.
+
+    As bound parameters (or as an array parameter, which psycopg dumps element by element)
+    each of thousands of ids is rendered and converted on its own, which cost more than the
+    query. Literal values also give the planner the real list each time, never a generic plan
+    that tests every row against an unhashed list.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(values)
+    return column.in_(bindparam(None, list(values), expanding=True, literal_execute=True))
+
+
+def _lock_customers(session: Session, ids: Sequence[str]) -> dict[str, _CustomerRow]:
+    query = (
+        select(*_CUSTOMER_COLUMNS).where(_among(session, Customer.id, ids)).order_by(Customer.id)
+    )
     if session.get_bind().dialect.name == "postgresql":
         # Two runs at once queue per customer; the second then sees the advanced cursor.
         query = query.with_for_update()
-    return {c.id: c for c in session.scalars(query)}
+    return {c.id: c for c in map(_CustomerRow._make, session.execute(query))}
 
 
 def _bill_batch(
@@ -242,25 +423,31 @@ def _bill_batch(
     org_id = actor.organization_id
     customers = _lock_customers(session, customer_ids)
     subscriptions = list(
-        session.scalars(
-            select(Subscription)
-            .where(
-                Subscription.organization_id == org_id,
-                Subscription.customer_id.in_(customer_ids),
-                Subscription.next_billing_at <= as_of,
-                Subscription.status != "ended",
-            )
-            .order_by(Subscription.customer_id, Subscription.id)
+        map(
+            _SubscriptionRow._make,
+            session.execute(
+                select(*_SUBSCRIPTION_COLUMNS)
+                .where(
+                    Subscription.organization_id == org_id,
+                    _among(session, Subscription.customer_id, customer_ids),
+                    Subscription.next_billing_at <= as_of,
+                    Subscription.status != "ended",
+                )
+                .order_by(Subscription.customer_id, Subscription.id)
+            ),
         )
     )
     sub_ids = [s.id for s in subscriptions]
-    changes: dict[str, list[SubscriptionChange]] = defaultdict(list)
+    changes: dict[str, list[_ChangeRow]] = defaultdict(list)
     now = utcnow()
     if sub_ids:
-        for row in session.scalars(
-            select(SubscriptionChange)
-            .where(SubscriptionChange.subscription_id.in_(sub_ids))
-            .order_by(SubscriptionChange.created_at)
+        for row in map(
+            _ChangeRow._make,
+            session.execute(
+                select(*_CHANGE_COLUMNS)
+                .where(_among(session, SubscriptionChange.subscription_id, sub_ids))
+                .order_by(SubscriptionChange.created_at)
+            ),
         ):
             changes[row.subscription_id].append(row)
     billed = _billed_coverage(session, [s for s in subscriptions if s.rerate_from is not None])
@@ -270,7 +457,7 @@ def _bill_batch(
         select(Charge)
         .where(
             Charge.organization_id == org_id,
-            Charge.customer_id.in_(customer_ids),
+            _among(session, Charge.customer_id, customer_ids),
             Charge.invoice_id.is_(None),
             Charge.billable_at <= as_of,
         )
@@ -280,7 +467,10 @@ def _bill_batch(
     redemptions: dict[str, list[CouponRedemption]] = defaultdict(list)
     for redemption in session.scalars(
         select(CouponRedemption)
-        .where(CouponRedemption.customer_id.in_(customer_ids), CouponRedemption.active.is_(True))
+        .where(
+            _among(session, CouponRedemption.customer_id, customer_ids),
+            CouponRedemption.active.is_(True),
+        )
         .order_by(CouponRedemption.created_at)
     ):
         redemptions[redemption.customer_id].append(redemption)
@@ -290,11 +480,10 @@ def _bill_batch(
     cursor_updates: list[dict[str, Any]] = []
     for subscription in subscriptions:
         customer = customers[subscription.customer_id]
-        plan = ctx.plans[subscription.plan_id]
         sub_context = SubscriptionContext(
             id=subscription.id,
-            plan_names={p.id: p.name for p in ctx.plans.values()},
-            interval=plan_interval(plan),
+            plan_names=ctx.plan_names,
+            interval=ctx.intervals[subscription.plan_id],
             timezone=customer.timezone,
             currency=customer.currency,
             policy=ctx.policy,
@@ -362,25 +551,25 @@ def _bill_batch(
                 if draft is not None
                 else _coupon_discounts(ctx, redemptions[customer_id], redemption_updates)
             )
-            rated = _rate(ctx, customer, lines, prior_lines, discounts)
-            totals, line_payloads = rated
-            preview = DraftPreview(
-                customer_id=customer.id,
-                customer_name=customer.legal_name,
-                billing_date=billing_date,
-                currency=customer.currency,
-                lines=line_payloads,
-                subtotal_minor=totals.subtotal_minor,
-                discount_minor=totals.discount_minor,
-                tax_minor=totals.tax_minor,
-                total_minor=totals.total_minor,
-                invoice_id=invoice_id,
-            )
+            totals, line_payloads = _rate(ctx, customer, lines, prior_lines, discounts)
             result.totals_by_currency[customer.currency] = (
                 result.totals_by_currency.get(customer.currency, 0) + totals.total_minor
             )
             if dry_run:
-                result.previews.append(preview)
+                result.previews.append(
+                    DraftPreview(
+                        customer_id=customer.id,
+                        customer_name=customer.legal_name,
+                        billing_date=billing_date,
+                        currency=customer.currency,
+                        lines=line_payloads,
+                        subtotal_minor=totals.subtotal_minor,
+                        discount_minor=totals.discount_minor,
+                        tax_minor=totals.tax_minor,
+                        total_minor=totals.total_minor,
+                        invoice_id=invoice_id,
+                    )
+                )
                 continue
             invoice_values = _invoice_values(ctx, customer, totals)
             if draft is None:
@@ -408,6 +597,10 @@ def _bill_batch(
                         "issued_at": None,
                         "voided_at": None,
                         "void_reason": None,
+                        "credit_applied_minor": 0,
+                        "credited_minor": 0,
+                        "debited_minor": 0,
+                        "paid_minor": 0,
                         **invoice_values,
                     }
                 )
@@ -459,19 +652,11 @@ def _bill_batch(
             )
     if dry_run:
         return
-    if invoice_rows:
-        session.execute(insert(Invoice), invoice_rows)
-    if line_rows:
-        session.execute(insert(InvoiceLine), line_rows)
-        result.lines_created += len(line_rows)
-    if guard_rows:
-        session.execute(insert(SubscriptionPeriodInvoice), guard_rows)
-    if cursor_updates:
-        # One executemany by primary key instead of a statement per subscription.
-        session.execute(
-            update(Subscription),
-            [{**values, "rerate_from": None} for values in cursor_updates],
-        )
+    _insert_rows(session, Invoice, invoice_rows)
+    _insert_rows(session, InvoiceLine, line_rows)
+    result.lines_created += len(line_rows)
+    _insert_rows(session, SubscriptionPeriodInvoice, guard_rows)
+    _advance_subscriptions(session, cursor_updates)
     for values in charge_updates:
         session.execute(
             update(Charge)
@@ -499,8 +684,107 @@ def _bill_batch(
         )
 
 
+def _insert_rows(session: Session, model: type[Base], rows: list[dict[str, Any]]) -> None:
+    """Insert rows that all carry every column of the table, in one go.
+
+    PostgreSQL gets COPY: the executemany of an insert sends and executes every row separately,
+    which dominated the run. Values go through the columns' own bind processing either way, so
+    exact decimals, UTC date-times and JSON are stored exactly as a plain insert stores them.
+    """
+    if not rows:
+        return
+    table = model.__table__
+    connection = session.connection()
+    dialect = connection.dialect
+    if dialect.name != "postgresql":
+        # Uniform keys make this one executemany of one statement.
+        session.execute(insert(table), rows)
+        return
+    names = list(rows[0])
+    converters = [
+        (index, convert)
+        for index, name in enumerate(names)
+        if (convert := _copy_converter(table.c[name].type, dialect)) is not None
+    ]
+    values_of = itemgetter(*names)
+    preparer = dialect.identifier_preparer
+    statement = (
+        f"COPY {preparer.format_table(table)} "
+        f"({', '.join(preparer.quote(name) for name in names)}) FROM STDIN"
+    )
+    driver_connection = connection.connection.driver_connection
+    assert driver_connection is not None
+    try:
+        with driver_connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                values = list(values_of(row))
+                for index, convert in converters:
+                    values[index] = convert(values[index])
+                copy.write_row(values)
+    except psycopg.IntegrityError as error:
+        # Bypassing SQLAlchemy also bypasses its exception wrapping; the run relies on it to
+        # tell a concurrent run's guard row apart from any other failure.
+        raise IntegrityError(statement, None, error) from error
+
+
+def _copy_converter(column_type: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """How a value of the column is written by COPY: as its bind processing gives it, except
+    that JSON goes as the text SQLAlchemy's serializer makes (its Jsonb wrapper is slow to
+    dump one value at a time)."""
+    impl = column_type.dialect_impl(dialect)
+    if isinstance(impl, JSON):
+        # The serializer SQLAlchemy's JSON type uses: the engine's, else json.dumps.
+        serialize = getattr(dialect, "_json_serializer", None) or json.dumps
+        if impl.none_as_null:
+            return lambda value: None if value is None else serialize(value)
+        return serialize  # None is stored as JSON null, as SQLAlchemy stores it
+    return impl.bind_processor(dialect)
+
+
+_ADVANCE_SUBSCRIPTIONS = text(
+    "UPDATE subscriptions SET next_billing_at = v.next_billing_at, status = v.status, "
+    "plan_id = v.plan_id, quantity = v.quantity, rerate_from = NULL "
+    "FROM json_to_recordset(CAST(:rows AS json)) AS v (id varchar, next_billing_at timestamptz, "
+    "status varchar, plan_id varchar, quantity varchar) "
+    "WHERE subscriptions.id = v.id"
+)
+
+
+def _advance_subscriptions(session: Session, updates: list[dict[str, Any]]) -> None:
+    """Move the billed subscriptions' cursors, show terms now in force, clear pending re-rates."""
+    if not updates:
+        return
+    dialect = session.get_bind().dialect
+    if dialect.name != "postgresql":
+        # One executemany by primary key.
+        session.execute(
+            update(Subscription), [{**values, "rerate_from": None} for values in updates]
+        )
+        return
+    # One statement for the whole batch, its rows as one JSON document: sent as arrays or as
+    # an executemany, the values cost more to send than the update itself. They pass through the
+    # columns' own processing first (UTC instants, exact decimal text).
+    columns = Subscription.__table__.c
+    processors = {
+        name: columns[name].type.dialect_impl(dialect).bind_processor(dialect)
+        for name in updates[0]
+    }
+    rows = [
+        {
+            name: values[name] if process is None else process(values[name])
+            for name, process in processors.items()
+        }
+        for values in updates
+    ]
+    session.execute(_ADVANCE_SUBSCRIPTIONS, {"rows": json.dumps(rows, default=_isoformat)})
+
+
+def _isoformat(value: datetime) -> str:
+    return value.isoformat()
+
+
 def _current_terms(
-    history: list[SubscriptionChange], subscription: Subscription, now: datetime
+    history: list[_ChangeRow], subscription: _SubscriptionRow, now: datetime
 ) -> tuple[str, Decimal]:
     plan_id, quantity = subscription.plan_id, subscription.quantity
     for change in sorted(history, key=lambda c: (c.effective_at, c.created_at)):
@@ -512,7 +796,7 @@ def _current_terms(
     return plan_id, quantity
 
 
-def _to_change(row: SubscriptionChange, sequence: int, timezone: str) -> Change:
+def _to_change(row: _ChangeRow, sequence: int, timezone: str) -> Change:
     effective = row.effective_at
     if row.kind == "start":
         # Service is counted from the start day's local midnight: a subscription started at
@@ -522,7 +806,7 @@ def _to_change(row: SubscriptionChange, sequence: int, timezone: str) -> Change:
 
 
 def _billed_coverage(
-    session: Session, subscriptions: list[Subscription]
+    session: Session, subscriptions: list[_SubscriptionRow]
 ) -> dict[str, dict[tuple[datetime, str], list[Coverage]]]:
     """What was already invoiced (not void) for subscriptions with a pending re-rate."""
     result: dict[str, dict[tuple[datetime, str], list[Coverage]]] = defaultdict(dict)
@@ -534,7 +818,7 @@ def _billed_coverage(
             SubscriptionPeriodInvoice.subscription_id,
             SubscriptionPeriodInvoice.period_start,
             SubscriptionPeriodInvoice.timing,
-        ).where(SubscriptionPeriodInvoice.subscription_id.in_(ids))
+        ).where(_among(session, SubscriptionPeriodInvoice.subscription_id, ids))
     ).all()
     for sub_id, period_start, timing in guards:
         result[sub_id].setdefault((period_start, timing), [])
@@ -552,7 +836,7 @@ def _billed_coverage(
         .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
         .join(Price, Price.id == InvoiceLine.price_id)
         .where(
-            InvoiceLine.subscription_id.in_(ids),
+            _among(session, InvoiceLine.subscription_id, ids),
             InvoiceLine.coverage_weight != 0,
             Invoice.status != "void",
         )
@@ -567,9 +851,9 @@ def _billed_coverage(
 def _usage(
     session: Session,
     ctx: _RunContext,
-    subscriptions: list[Subscription],
+    subscriptions: Sequence[_SubscriptionRow],
     as_of: datetime,
-    changes: dict[str, list[SubscriptionChange]],
+    changes: dict[str, list[_ChangeRow]],
 ) -> dict[str, list[UsageRecord]]:
     metered_plans = {
         plan.id
@@ -592,7 +876,7 @@ def _usage(
     for record in session.scalars(
         select(UsageRecord)
         .where(
-            UsageRecord.subscription_id.in_(ids),
+            _among(session, UsageRecord.subscription_id, ids),
             UsageRecord.occurred_at >= earliest,
             UsageRecord.occurred_at < as_of,
         )
@@ -659,7 +943,7 @@ def _existing_drafts(
     rows = session.scalars(
         select(Invoice).where(
             Invoice.organization_id == org_id,
-            Invoice.customer_id.in_(customer_ids),
+            _among(session, Invoice.customer_id, customer_ids),
             Invoice.status == "draft",
         )
     )
@@ -705,7 +989,7 @@ def _coupon_discounts(
 
 def _rate(
     ctx: _RunContext,
-    customer: Customer,
+    customer: _CustomerRow,
     lines: list[DraftLine],
     prior: list[InvoiceLine],
     discounts: list[dict[str, Any]],
@@ -715,18 +999,14 @@ def _rate(
     entries: list[tuple[str, Decimal, Any, str | None]] = []
     for line in prior:
         entries.append((line.id, line.amount, taxes_from_json(line.taxes), line.product_id))
-    fresh_taxes = []
     for line in lines:
         category = ctx.products[line.product_id].tax_category if line.product_id else "standard"
         rates = ctx.taxes.for_customer(customer, category)
-        fresh_taxes.append(rates)
         entries.append((new_id("line"), line.amount, rates, line.product_id))
-    totals = rate_invoice(ctx.org, customer.currency, treatment, entries, discounts)
-    names = {d["key"]: d.get("name", d["key"]) for d in discounts}
+    totals, tails = _totals_and_tails(ctx, customer.currency, treatment, entries, prior, discounts)
     payloads: list[dict[str, Any]] = []
-    for index, line_totals in enumerate(totals.lines):
+    for index, (line_totals, tail) in enumerate(zip(totals.lines, tails, strict=True)):
         key, amount, rates, _ = entries[index]
-        tail = line_explanation_tail(ctx.org, line_totals, amount, names, totals.legal_note)
         if index < len(prior):
             row = prior[index]
             payloads.append(
@@ -768,7 +1048,48 @@ def _rate(
     return totals, payloads
 
 
-def _invoice_values(ctx: _RunContext, customer: Customer, totals: Any) -> dict[str, Any]:
+def _totals_and_tails(
+    ctx: _RunContext,
+    currency: str,
+    treatment: TaxTreatment,
+    entries: list[tuple[str, Decimal, Any, str | None]],
+    prior: list[InvoiceLine],
+    discounts: list[dict[str, Any]],
+) -> tuple[InvoiceTotals, list[dict[str, Any]]]:
+    """The draft's totals and each line's explanation tail.
+
+    A new draft without discounts is rated from its lines' exact amounts and tax rates alone,
+    and most drafts of a run repeat a few such shapes: those are rated once per run (with the
+    lines keyed by position, which nothing downstream reads). Tails are then shared between
+    drafts, so they must be read, never changed.
+    """
+    shape = None
+    if not prior and not discounts:
+        shape = (
+            currency,
+            treatment,
+            # Exact texts: 5 and 5.0 total alike but explain differently.
+            tuple(
+                (str(amount), rates, tuple(str(rate.percent) for rate in rates))
+                for _, amount, rates, _ in entries
+            ),
+        )
+        known = ctx.drafts_rated.get(shape)
+        if known is not None:
+            return known
+        entries = [(str(index), *entry[1:]) for index, entry in enumerate(entries)]
+    totals = rate_invoice(ctx.org, currency, treatment, entries, discounts)
+    names = {d["key"]: d.get("name", d["key"]) for d in discounts}
+    tails = [
+        line_explanation_tail(ctx.org, line_totals, amount, names, totals.legal_note)
+        for line_totals, (_, amount, _, _) in zip(totals.lines, entries, strict=True)
+    ]
+    if shape is not None and len(ctx.drafts_rated) < _MEMO_LIMIT:
+        ctx.drafts_rated[shape] = (totals, tails)
+    return totals, tails
+
+
+def _invoice_values(ctx: _RunContext, customer: _CustomerRow, totals: Any) -> dict[str, Any]:
     return {
         "tax_treatment": totals.treatment.value,
         "legal_note": totals.legal_note,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +28,10 @@ class TaxTable:
     """An organisation's active tax rates, indexed by (jurisdiction, tax category)."""
 
     rates: dict[tuple[str, str], tuple[TaxRate, ...]]
+    # Answers of for_customer: a billing run asks the same few questions for every line.
+    _answers: dict[tuple[str, str | None, str | None, str], tuple[TaxRate, ...]] = field(
+        init=False, repr=False, compare=False, default_factory=dict
+    )
 
     @classmethod
     def build(cls, rows: Iterable[TaxRateRow]) -> TaxTable:
@@ -40,10 +44,16 @@ class TaxTable:
         return cls({key: tuple(sorted(v, key=lambda r: r.code)) for key, v in grouped.items()})
 
     def for_customer(self, customer: Customer, tax_category: str) -> tuple[TaxRate, ...]:
-        result: list[TaxRate] = []
-        for jurisdiction in jurisdictions_of(customer.country, customer.region, customer.city):
-            result.extend(self.rates.get((jurisdiction, tax_category), ()))
-        return tuple(result)
+        key = (customer.country, customer.region, customer.city, tax_category)
+        answer = self._answers.get(key)
+        if answer is None:
+            result: list[TaxRate] = []
+            for jurisdiction in jurisdictions_of(*key[:3]):
+                result.extend(self.rates.get((jurisdiction, tax_category), ()))
+            answer = tuple(result)
+            if len(self._answers) < 10_000:  # bounded, however many addresses there are
+                self._answers[key] = answer
+        return answer
 
 
 def treatment_of(customer: Customer | dict[str, Any]) -> TaxTreatment:
