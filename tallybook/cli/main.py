@@ -1264,7 +1264,7 @@ def bill_run(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be billed; write nothing.")
     ] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 2000,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
