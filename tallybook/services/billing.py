@@ -519,7 +519,7 @@ def _bill_batch(
             {
                 "id": subscription.id,
                 "next_billing_at": outcome.next_billing_at,
-                "status": "ended" if outcome.ended else subscription.status,
+                "status": _status_after(subscription, outcome.ended, now),
                 # Scheduled changes that have come into force show on the subscription.
                 "plan_id": plan_id,
                 "quantity": quantity,
@@ -781,6 +781,16 @@ def _advance_subscriptions(session: Session, updates: list[dict[str, Any]]) -> N
 
 def _isoformat(value: datetime) -> str:
     return value.isoformat()
+
+
+def _status_after(subscription: Any, ended: bool, now: datetime) -> str:
+    """Ended once fully billed; a trial that is over becomes active."""
+    if ended:
+        return "ended"
+    trial_end = subscription.trial_end_at
+    if subscription.status == "trialing" and trial_end is not None and trial_end <= now:
+        return "active"
+    return subscription.status
 
 
 def _current_terms(

@@ -169,9 +169,16 @@ def test_credit_on_an_unpaid_invoice_reduces_it_instead_of_creating_spendable_cr
     actor, customer, plan, _ = seat_world(db)
     invoice, _ = first_invoice(db, actor, customer, plan)
     invoices.issue_invoice(db, actor, invoice.id)
-    credit_notes.create_credit_note(db, actor, invoice.id, {
-        "reason": "service outage", "settlement": "customer_credit",
-        "lines": [{"line_id": "1", "amount": "50.00"}]})
+    credit_notes.create_credit_note(
+        db,
+        actor,
+        invoice.id,
+        {
+            "reason": "service outage",
+            "settlement": "customer_credit",
+            "lines": [{"line_id": "1", "amount": "50.00"}],
+        },
+    )
     # 50.00 + 19 % = 59.50 credited; nothing was paid, so nothing becomes customer credit.
     assert customers.get_customer(db, actor, customer.id).credit_balance_minor == 0
     after, _ = invoices.get_invoice(db, actor, invoice.id)
@@ -180,14 +187,23 @@ def test_credit_on_an_unpaid_invoice_reduces_it_instead_of_creating_spendable_cr
 
 def test_a_negative_invoice_becomes_credit_that_pays_the_next_invoice(db: Database) -> None:
     actor, customer, plan, _ = seat_world(db)
-    sub = subscriptions.create_subscription(db, actor, {
-        "customer_id": customer.id, "plan_id": plan.id, "quantity": 10,
-        "start_at": at(2026, 1, 1), "anchor": "calendar"})
+    sub = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": plan.id,
+            "quantity": 10,
+            "start_at": at(2026, 1, 1),
+            "anchor": "calendar",
+        },
+    )
     january = billing.run_billing(db, actor, at(2026, 1, 1, 1)).invoice_ids[0]
     invoices.issue_invoice(db, actor, january)
     # Backdated to the first day: January should have been 1 seat, not 10.
-    subscriptions.change_subscription(db, actor, sub.id, {"quantity": 1,
-                                                          "effective_at": at(2026, 1, 1)})
+    subscriptions.change_subscription(
+        db, actor, sub.id, {"quantity": 1, "effective_at": at(2026, 1, 1)}
+    )
     february = billing.run_billing(db, actor, at(2026, 2, 1, 1)).invoice_ids[0]
     issued = invoices.issue_invoice(db, actor, february)
     # -10 seats +1 seat for January + 1 seat for February = -800.00; VAT -152.00
@@ -197,8 +213,7 @@ def test_a_negative_invoice_becomes_credit_that_pays_the_next_invoice(db: Databa
         credit_notes.create_credit_note(db, actor, february, {"reason": "nothing to credit"})
     march = billing.run_billing(db, actor, at(2026, 3, 1, 1)).invoice_ids[0]
     paid = invoices.issue_invoice(db, actor, march)
-    assert (paid.total_minor, paid.credit_applied_minor, paid.amount_due_minor) == (
-        11900, 11900, 0)
+    assert (paid.total_minor, paid.credit_applied_minor, paid.amount_due_minor) == (11900, 11900, 0)
     assert customers.get_customer(db, actor, customer.id).credit_balance_minor == 95200 - 11900
 
 
@@ -206,13 +221,23 @@ def test_whole_credit_of_an_invoice_with_negative_lines_credits_exactly_its_tota
     db: Database,
 ) -> None:
     actor, customer, plan, _ = seat_world(db)
-    sub = subscriptions.create_subscription(db, actor, {
-        "customer_id": customer.id, "plan_id": plan.id, "quantity": 10,
-        "start_at": at(2026, 1, 1), "anchor": "calendar"})
-    invoices.issue_invoice(db, actor, billing.run_billing(db, actor, at(2026, 1, 1, 1))
-                           .invoice_ids[0])
-    subscriptions.change_subscription(db, actor, sub.id, {"quantity": 8,
-                                                          "effective_at": at(2026, 1, 1)})
+    sub = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": plan.id,
+            "quantity": 10,
+            "start_at": at(2026, 1, 1),
+            "anchor": "calendar",
+        },
+    )
+    invoices.issue_invoice(
+        db, actor, billing.run_billing(db, actor, at(2026, 1, 1, 1)).invoice_ids[0]
+    )
+    subscriptions.change_subscription(
+        db, actor, sub.id, {"quantity": 8, "effective_at": at(2026, 1, 1)}
+    )
     february = billing.run_billing(db, actor, at(2026, 2, 1, 1)).invoice_ids[0]
     issued = invoices.issue_invoice(db, actor, february)
     # February 8 x 100 = 800; January -1000 + 800 = -200; net 600.00 + 19 % = 714.00
@@ -240,9 +265,17 @@ def test_clerk_cannot_issue_above_a_threshold_lowered_after_rating(db: Database)
 
 def test_discarding_a_run_draft_lets_the_next_run_bill_it_again(db: Database) -> None:
     actor, customer, plan, _ = seat_world(db)
-    subscriptions.create_subscription(db, actor, {
-        "customer_id": customer.id, "plan_id": plan.id, "quantity": 1,
-        "start_at": at(2026, 1, 15), "anchor": "calendar"})
+    subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": plan.id,
+            "quantity": 1,
+            "start_at": at(2026, 1, 15),
+            "anchor": "calendar",
+        },
+    )
     draft = billing.run_billing(db, actor, at(2026, 1, 15, 1)).invoice_ids[0]
     invoices.void_invoice(db, actor, draft, "wrong quantity, regenerate")
     again = billing.run_billing(db, actor, at(2026, 1, 15, 1))

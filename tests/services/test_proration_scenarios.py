@@ -304,3 +304,22 @@ def test_cancel_at_period_end_bills_nothing_more(db: Database) -> None:
     assert cancelled.end_at == at(2026, 2, 1)
     assert billing.run_billing(db, actor, at(2026, 3, 1, 1)).invoices_created == 0
     assert subscriptions.get_subscription(db, actor, sub.id).status == "ended"
+
+
+def test_a_finished_trial_shows_as_active_after_the_run(db: Database) -> None:
+    actor = make_org(db)
+    basic, _, customer = two_plans(db, actor)
+    sub = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": basic.id,
+            "trial_end_at": at(2030, 1, 15),
+            "start_at": at(2030, 1, 1),
+            "anchor": "calendar",
+        },
+    )
+    assert sub.status == "trialing"
+    billing.run_billing(db, actor, at(2030, 1, 10))
+    assert subscriptions.get_subscription(db, actor, sub.id).status == "trialing"
