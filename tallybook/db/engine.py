@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,8 +16,14 @@ from tallybook.config import normalise_database_url
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+def _json_dumps(value: object) -> str:
+    # orjson: line explanations are JSON, and a billing run writes one per line.
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str, **kwargs: object) -> Engine:
     url = normalise_database_url(url)
+    kwargs = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads, **kwargs}
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
 
