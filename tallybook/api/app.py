@@ -28,6 +28,13 @@ Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(description="the next_cursor of the previous page")]
 
 
+def _page(rows: list, limit: int) -> tuple[list, str | None]:
+    """Rows fetched with limit + 1: the page, and the cursor of the next one if there is one."""
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
+
+
 def create_app(db: Database | None = None) -> FastAPI:
     database = db or Database(Settings.from_env().database_url)
     app = FastAPI(
@@ -301,9 +308,17 @@ def create_app(db: Database | None = None) -> FastAPI:
         return render.charge(contracts.create_charge(database, who, body.values()))
 
     @v1.get("/charges", tags=["contracts"])
-    def get_charges(who: Who, customer_id: str | None = None, pending: bool = False) -> dict:
-        rows = contracts.list_charges(database, who, customer_id, pending)
-        return {"data": [render.charge(c) for c in rows]}
+    def get_charges(
+        who: Who,
+        customer_id: str | None = None,
+        pending: bool = False,
+        limit: Limit = 50,
+        cursor: Cursor = None,
+    ) -> dict:
+        rows = contracts.list_charges(
+            database, who, customer_id, pending, limit=limit + 1, after=cursor
+        )
+        return listing(*_page(rows, limit), render.charge)
 
     # -- billing runs ---------------------------------------------------------------------------
     @v1.post("/billing-runs", tags=["billing"])
@@ -447,13 +462,13 @@ def create_app(db: Database | None = None) -> FastAPI:
         return render.credit_note(*credit_notes.get_credit_note(database, who, note.id))
 
     @v1.get("/credit-notes", tags=["credit notes"])
-    def get_credit_notes(who: Who, invoice_id: str | None = None) -> dict:
-        return {
-            "data": [
-                render.credit_note(n)
-                for n in credit_notes.list_credit_notes(database, who, invoice_id)
-            ]
-        }
+    def get_credit_notes(
+        who: Who, invoice_id: str | None = None, limit: Limit = 50, cursor: Cursor = None
+    ) -> dict:
+        rows = credit_notes.list_credit_notes(
+            database, who, invoice_id, limit=limit + 1, after=cursor
+        )
+        return listing(*_page(rows, limit), render.credit_note)
 
     @v1.get("/credit-notes/{credit_note_id}", tags=["credit notes"])
     def get_credit_note(credit_note_id: str, who: Who) -> dict:

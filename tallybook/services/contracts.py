@@ -215,12 +215,23 @@ def create_charge(db: Database, actor: Actor, values: dict[str, Any]) -> Charge:
 
 
 def list_charges(
-    db: Database, actor: Actor, customer_id: str | None = None, pending_only: bool = False
+    db: Database,
+    actor: Actor,
+    customer_id: str | None = None,
+    pending_only: bool = False,
+    *,
+    limit: int | None = None,
+    after: str | None = None,
 ) -> list[Charge]:
+    """Charges in creation order; with `limit`, one page in id order after the cursor."""
     with db.reading() as session:
         query = select(Charge).where(Charge.organization_id == actor.organization_id)
         if customer_id:
             query = query.where(Charge.customer_id == customer_id)
         if pending_only:
             query = query.where(Charge.invoice_id.is_(None))
-        return list(session.scalars(query.order_by(Charge.created_at)))
+        if limit is None:
+            return list(session.scalars(query.order_by(Charge.created_at)))
+        if after:
+            query = query.where(Charge.id > after)
+        return list(session.scalars(query.order_by(Charge.id).limit(limit)))

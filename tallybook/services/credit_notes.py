@@ -332,13 +332,23 @@ def _remaining(line: InvoiceLine, so_far: CreditedSoFar | None) -> bool:
 
 
 def list_credit_notes(
-    db: Database, actor: Actor, invoice_id: str | None = None
+    db: Database,
+    actor: Actor,
+    invoice_id: str | None = None,
+    *,
+    limit: int | None = None,
+    after: str | None = None,
 ) -> list[CreditNote]:
+    """Credit notes in issue order; with `limit`, one page in id order after the cursor."""
     with db.reading() as session:
         query = select(CreditNote).where(CreditNote.organization_id == actor.organization_id)
         if invoice_id:
             query = query.where(CreditNote.invoice_id == invoice_id)
-        return list(session.scalars(query.order_by(CreditNote.created_at)))
+        if limit is None:
+            return list(session.scalars(query.order_by(CreditNote.created_at)))
+        if after:
+            query = query.where(CreditNote.id > after)
+        return list(session.scalars(query.order_by(CreditNote.id).limit(limit)))
 
 
 def get_credit_note(

@@ -402,3 +402,38 @@ def test_patch_with_nulls_leaves_required_fields_and_clears_optional_ones(
     )
     settings = client.patch("/v1/organization", json={"name": None, "timezone": None}, headers=h)
     assert settings.status_code == 200 and settings.json()["timezone"] == "Europe/Berlin"
+
+
+def test_credit_notes_and_charges_are_paginated(client: TestClient, db: Database) -> None:
+    _, keys = _org(db)
+    h = auth(keys["admin"])
+    customer = client.post(
+        "/v1/customers",
+        json={"legal_name": "Page AG", "country": "DE", "currency": "EUR"},
+        headers=h,
+    ).json()
+    for index in range(5):
+        created = client.post(
+            "/v1/charges",
+            json={
+                "customer_id": customer["id"],
+                "description": f"Fee {index}",
+                "unit_price": "10.00",
+            },
+            headers=h,
+        )
+        assert created.status_code == 201
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2, **({"cursor": cursor} if cursor else {})}
+        page = client.get("/v1/charges", params=params, headers=h).json()
+        assert len(page["data"]) <= 2
+        seen += [c["description"] for c in page["data"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == [f"Fee {i}" for i in range(5)]
+    assert client.get("/v1/credit-notes", params={"limit": 2}, headers=h).json() == {
+        "data": [],
+        "next_cursor": None,
+    }
