@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -164,11 +164,3 @@ def audit(
             created_at=at or utcnow(),
         )
     )
-
-
-def page(items: list[T], limit: int, cursor_of: Callable[[T], str]) -> tuple[list[T], str | None]:
-    """Cut a limit+1 fetch into a page and the cursor for the next one."""
-    if len(items) > limit:
-        items = items[:limit]
-        return items, cursor_of(items[-1])
-    return items, None

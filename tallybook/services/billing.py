@@ -298,26 +298,22 @@ def _bill_customers(
     result: BillingRunResult,
 ) -> None:
     """Bill one batch of customers in one transaction."""
-    for attempt_batch in _attempts(batch):
-        try:
-            with _batch_transaction(db) as session:
-                _bill_batch(session, actor, context, attempt_batch, as_of, dry_run, result)
-                if dry_run:
-                    session.rollback()
-            break
-        except IntegrityError:
-            # Another run billed one of these customers first. Retry one by one so that
-            # the others still get billed; the conflicting one now finds nothing due.
-            result.conflicts += 1
-            if len(attempt_batch) == 1:
-                continue
-            for single in attempt_batch:
+    try:
+        with _batch_transaction(db) as session:
+            _bill_batch(session, actor, context, batch, as_of, dry_run, result)
+            if dry_run:
+                session.rollback()
+    except IntegrityError:
+        # Another run billed one of these customers first. Retry one by one so that the
+        # others still get billed; the conflicting one now finds nothing due.
+        result.conflicts += 1
+        if len(batch) > 1:
+            for single in batch:
                 try:
                     with _batch_transaction(db) as session:
                         _bill_batch(session, actor, context, [single], as_of, dry_run, result)
                 except IntegrityError:
                     result.conflicts += 1
-            break
     result.customers_seen += len(batch)
 
 
@@ -341,10 +337,6 @@ def _batch_transaction(db: Database) -> Iterator[Session]:
             yield session
         finally:
             driver_connection.prepare_threshold = threshold
-
-
-def _attempts(batch: list[str]) -> Iterator[list[str]]:
-    yield batch
 
 
 # Plain rows rather than ORM objects: the run only reads these, and loading thousands of
