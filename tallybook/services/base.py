@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -164,3 +164,16 @@ def audit(
             created_at=at or utcnow(),
         )
     )
+
+
+def keyset_page(
+    session: Session, query: Select[tuple[T]], model: type[T], limit: int, after: str | None
+) -> tuple[list[T], str | None]:
+    """One page of `query` in id order after the cursor, and the cursor of the next page."""
+    id_column = model.id  # type: ignore[attr-defined]
+    if after:
+        query = query.where(id_column > after)
+    rows = list(session.scalars(query.order_by(id_column).limit(limit + 1)))
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id  # type: ignore[attr-defined]
+    return rows, None

@@ -19,6 +19,7 @@ from tallybook.services.base import (
     InvalidInput,
     audit,
     get_owned,
+    keyset_page,
     utcnow,
 )
 from tallybook.services.organizations import check_currency, check_timezone
@@ -212,12 +213,7 @@ def list_customers(
         query = select(Customer).where(Customer.organization_id == actor.organization_id)
         if not include_archived:
             query = query.where(Customer.archived_at.is_(None))
-        if after:
-            query = query.where(Customer.id > after)
-        rows = list(session.scalars(query.order_by(Customer.id).limit(limit + 1)))
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
-    return rows, None
+        return keyset_page(session, query, Customer, limit, after)
 
 
 def delete_customer(db: Database, actor: Actor, customer_id: str) -> str:

@@ -34,6 +34,7 @@ from tallybook.services.base import (
     Role,
     audit,
     get_owned,
+    keyset_page,
     utcnow,
 )
 from tallybook.services.billing import _approval_status
@@ -639,12 +640,7 @@ def list_invoices(
             query = query.where(Invoice.status == status)
         if customer_id:
             query = query.where(Invoice.customer_id == customer_id)
-        if after:
-            query = query.where(Invoice.id > after)
-        rows = list(session.scalars(query.order_by(Invoice.id).limit(limit + 1)))
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
-    return rows, None
+        return keyset_page(session, query, Invoice, limit, after)
 
 
 def explain_invoice_line(

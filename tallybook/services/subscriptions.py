@@ -40,6 +40,7 @@ from tallybook.services.base import (
     InvalidInput,
     audit,
     get_owned,
+    keyset_page,
     utcnow,
 )
 from tallybook.services.catalog import _decimal, _instant
@@ -422,12 +423,7 @@ def list_subscriptions(
         query = select(Subscription).where(Subscription.organization_id == actor.organization_id)
         if customer_id:
             query = query.where(Subscription.customer_id == customer_id)
-        if after:
-            query = query.where(Subscription.id > after)
-        rows = list(session.scalars(query.order_by(Subscription.id).limit(limit + 1)))
-    if len(rows) > limit:
-        return rows[:limit], rows[limit - 1].id
-    return rows, None
+        return keyset_page(session, query, Subscription, limit, after)
 
 
 def list_changes(db: Database, actor: Actor, subscription_id: str) -> list[SubscriptionChange]:
