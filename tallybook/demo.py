@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 
-from tallybook.core.money import format_minor, from_minor
+from tallybook.core.money import format_minor, from_minor, round_to_minor
 from tallybook.db.engine import upgrade_database
 from tallybook.db.models import Invoice
 from tallybook.services import (
@@ -895,7 +895,8 @@ def _report_usage(db: Database, cast: Cast, specs: list[CustomerSpec], month: in
 
 
 def _money(value: Decimal, currency: str) -> str:
-    return str(value.quantize(Decimal(1) if currency == "JPY" else Decimal("0.01")))
+    """A generated transaction value in the currency's minor units, as the money module rounds."""
+    return str(from_minor(round_to_minor(value, currency), currency))
 
 
 def _tier_windows(spec: CustomerSpec) -> list[tuple[tuple[datetime, datetime], str]]:
