@@ -27,7 +27,9 @@ from tallybook.services import (
     contracts,
     credit_notes,
     customers,
+    events,
     invoices,
+    metering,
     organizations,
     subscriptions,
 )
@@ -442,8 +444,24 @@ def _setup_catalog(db: Database, admin: Actor) -> dict[str, str]:
     ):
         products[code] = catalog.create_product(db, admin, {"code": code, "name": name, **extra})
 
+    # What the meters send: weekly API-call, e-mail and compute readings, one event per payment.
+    for code, name, field_name in (
+        ("api_calls", "API calls", "calls"),
+        ("emails", "E-mails sent", "sent"),
+        ("payments", "Card payments", "amount"),
+        ("compute", "Compute hours", "hours"),
+    ):
+        metering.create_metric(
+            db, admin, {"code": code, "name": name, "aggregation": "sum", "field": field_name}
+        )
+
     def price(
-        code: str, product: str, currency: str, terms: dict[str, Any], kind: str = "recurring"
+        code: str,
+        product: str,
+        currency: str,
+        terms: dict[str, Any],
+        kind: str = "recurring",
+        metric: str | None = None,
     ) -> str:
         catalog.create_price(
             db,
@@ -455,6 +473,7 @@ def _setup_catalog(db: Database, admin: Actor) -> dict[str, str]:
                 "kind": kind,
                 "terms": terms,
                 "effective_from": PRICES_FROM,
+                "metric_code": metric,
             },
         )
         return code
@@ -490,6 +509,7 @@ def _setup_catalog(db: Database, admin: Actor) -> dict[str, str]:
                 "free_units": "100",
             },
             kind="usage",
+            metric="api_calls",
         )
         usage_email = price(
             f"emails-{c}",
@@ -497,6 +517,7 @@ def _setup_catalog(db: Database, admin: Actor) -> dict[str, str]:
             currency,
             {"model": "volume", "tiers": tiers(("10000", "100000", None), book["email_tiers"])},
             kind="usage",
+            metric="emails",
         )
         business = [
             price(
@@ -549,6 +570,7 @@ def _setup_catalog(db: Database, admin: Actor) -> dict[str, str]:
                     "max_per_transaction": book["pay_max"],
                 },
                 kind="usage",
+                metric="payments",
             ),
             price(
                 f"compute-{c}",
@@ -560,6 +582,7 @@ def _setup_catalog(db: Database, admin: Actor) -> dict[str, str]:
                     "minimum_commitment": book["commitment"],
                 },
                 kind="usage",
+                metric="compute",
             ),
         ]
         for tier, codes in (("starter", starter), ("business", business), ("scale", scale)):
@@ -840,16 +863,15 @@ def _march_events(
 
 
 def _report_usage(db: Database, cast: Cast, specs: list[CustomerSpec], month: int) -> int:
-    """Usage for one calendar month of 2026, reported per metered subscription as it happens:
-    weekly API-call, e-mail and compute meter readings and one record per card payment."""
-    reported = 0
+    """Usage for one calendar month of 2026, sent as usage events per metered subscription:
+    weekly API-call, e-mail and compute meter readings and one event per card payment."""
+    batch: list[dict[str, Any]] = []
     for index, spec in enumerate(specs):
         # The customer's own calendar month: usage before local midnight of the 1st belongs to
         # the previous period, which has already been invoiced.
         start_of_month = datetime(2026, month, 1, tzinfo=ZoneInfo(spec.timezone))
         end_of_month = datetime(2026, month + 1, 1, tzinfo=ZoneInfo(spec.timezone))
         rng = random.Random(SEED * 1000 + index * 12 + month)
-        c = spec.currency.lower()
         for (since, until), tier in _tier_windows(spec):
             lo = max(since, spec.billing_start, start_of_month)
             hi = min(until, spec.ends_at or end_of_month, end_of_month)
@@ -859,16 +881,14 @@ def _report_usage(db: Database, cast: Cast, specs: list[CustomerSpec], month: in
             weeks = max(1, round(seconds / 604_800))
             records: list[tuple[str, int, Decimal | None]] = []
             if tier == "business":
-                records += [
-                    (f"api-calls-{c}", rng.randint(4_000, 35_000), None) for _ in range(weeks)
-                ]
-                records += [(f"emails-{c}", rng.randint(500, 15_000), None) for _ in range(weeks)]
+                records += [("api_calls", rng.randint(4_000, 35_000), None) for _ in range(weeks)]
+                records += [("emails", rng.randint(500, 15_000), None) for _ in range(weeks)]
             else:
                 payments = max(1, round(rng.randint(6, 14) * seconds / 2_678_400))
                 # Card payments of 15.00 to 950.00 (2,000 to 140,000 yen).
                 records += [
                     (
-                        f"payments-{c}",
+                        "payments",
                         1,
                         Decimal(rng.randint(2_000, 140_000))
                         if spec.currency == "JPY"
@@ -876,22 +896,25 @@ def _report_usage(db: Database, cast: Cast, specs: list[CustomerSpec], month: in
                     )
                     for _ in range(payments)
                 ]
-                records += [(f"compute-{c}", rng.randint(100, 1_000), None) for _ in range(weeks)]
-            for n, (code, quantity, value) in enumerate(records):
-                subscriptions.record_usage(
-                    db,
-                    cast.clerk,
-                    spec.subscription_id,
+                records += [("compute", rng.randint(100, 1_000), None) for _ in range(weeks)]
+            fields = {"api_calls": "calls", "emails": "sent", "compute": "hours"}
+            for n, (metric, quantity, value) in enumerate(records):
+                at = lo + timedelta(seconds=rng.randrange(seconds))
+                batch.append(
                     {
-                        "price_code": code,
                         "transaction_id": f"{spec.subscription_id}-{month}-{since:%m%d}-{n}",
-                        "quantity": quantity,
-                        "value": None if value is None else _money(value, spec.currency),
-                        "occurred_at": lo + timedelta(seconds=rng.randrange(seconds)),
-                    },
+                        "subscription_id": spec.subscription_id,
+                        "metric": metric,
+                        "timestamp": at.isoformat(),
+                        "properties": {"amount": _money(value, spec.currency)}
+                        if value is not None
+                        else {fields[metric]: quantity},
+                    }
                 )
-                reported += 1
-    return reported
+    for start in range(0, len(batch), events.MAX_BATCH):
+        result = events.ingest_events(db, cast.clerk, batch[start : start + events.MAX_BATCH])
+        assert result.accepted == len(batch[start : start + events.MAX_BATCH]), result.summary()
+    return len(batch)
 
 
 def _money(value: Decimal, currency: str) -> str:

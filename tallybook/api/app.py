@@ -3,7 +3,9 @@
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Header, Query
+import orjson
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -18,11 +20,20 @@ from tallybook.services import (
     contracts,
     credit_notes,
     customers,
+    events,
     invoices,
     organizations,
     subscriptions,
 )
-from tallybook.services.base import Actor, Database, ServiceError, Unauthorized, utcnow
+from tallybook.services.base import (
+    Actor,
+    Conflict,
+    Database,
+    InvalidInput,
+    ServiceError,
+    Unauthorized,
+    utcnow,
+)
 
 Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
 Cursor = Annotated[str | None, Query(description="the next_cursor of the previous page")]
@@ -256,25 +267,8 @@ def create_app(db: Database | None = None) -> FastAPI:
         )
         return render.row(row, render.SUBSCRIPTION)
 
-    @v1.post("/subscriptions/{subscription_id}/usage", status_code=201, tags=["subscriptions"])
-    def post_usage(subscription_id: str, body: s.UsageIn, who: Who, idem: Idem = None) -> dict:
-        record, created = subscriptions.record_usage(database, who, subscription_id, body.values())
-        data = render.row(
-            record,
-            (
-                "id",
-                "subscription_id",
-                "price_code",
-                "transaction_id",
-                "occurred_at",
-                "quantity",
-                "value",
-            ),
-        )
-        data["duplicate"] = not created
-        return data
-
     # -- contracts and charges ------------------------------------------------------------------
+
     @v1.post("/contracts", status_code=201, tags=["contracts"])
     def post_contract(body: s.ContractIn, who: Who, idem: Idem = None) -> dict:
         values = body.values()
@@ -487,5 +481,85 @@ def create_app(db: Database | None = None) -> FastAPI:
     def health() -> dict:
         return {"status": "ok", "version": __version__}
 
+    # -- usage events ---------------------------------------------------------------------------
+    # The event routes read the body themselves (orjson, no per-event model): a batch answers
+    # per event, so one malformed event must not fail the other 9,999.
+
+    async def json_body(request: Request) -> Any:
+        try:
+            return orjson.loads(await request.body())
+        except orjson.JSONDecodeError as error:
+            raise InvalidInput(f"body: not valid JSON ({error})", field="body") from None
+
+    def json_response(data: Any, status: int = 200) -> Response:
+        return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+    @v1.post(
+        "/events/batch",
+        tags=["usage"],
+        summary="Send up to 10,000 usage events; each gets its own answer",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/EventBatchIn"}}
+                },
+            }
+        },
+        responses={200: {"model": s.EventBatchOut}},
+    )
+    async def post_events_batch(request: Request, who: Who) -> Response:
+        data = await json_body(request)
+        items = data.get("events") if isinstance(data, dict) else None
+        if not isinstance(items, list):
+            raise InvalidInput("events: give a list of events", field="events")
+        result = await run_in_threadpool(events.ingest_events, database, who, items)
+        return json_response(
+            {**result.summary(), "results": [o.to_dict() for o in result.outcomes]}
+        )
+
+    @v1.post(
+        "/events",
+        tags=["usage"],
+        summary="Send one usage event",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": {"$ref": "#/components/schemas/EventIn"}}
+                },
+            }
+        },
+        responses={201: {"model": s.EventOutcomeOut}, 200: {"model": s.EventOutcomeOut}},
+    )
+    async def post_event(request: Request, who: Who) -> Response:
+        data = await json_body(request)
+        result = await run_in_threadpool(events.ingest_events, database, who, [data])
+        outcome = result.outcomes[0]
+        if outcome.status == events.REJECTED:
+            reason = outcome.reason or "rejected"
+            field = reason.split(":", 1)[0] if ":" in reason else None
+            if "already used" in reason:
+                raise Conflict(reason, field=field)
+            raise InvalidInput(reason, field=field)
+        status = 201 if outcome.status == events.ACCEPTED else 200
+        return json_response(outcome.to_dict(), status)
+
     app.include_router(v1)
+    # Documentation-only models of the event routes, which parse their bodies themselves.
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = base_openapi()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in (s.EventIn, s.EventBatchIn):
+                defs = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                for name, definition in defs.pop("$defs", {}).items():
+                    components.setdefault(name, definition)
+                components[model.__name__] = defs
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app

@@ -167,14 +167,6 @@ class PauseIn(Body):
     resume_at: datetime | None = None
 
 
-class UsageIn(Body):
-    price_code: str
-    transaction_id: str
-    quantity: Decimal_ = 1
-    value: Decimal_ | None = None
-    occurred_at: datetime | None = None
-
-
 class MilestoneIn(Body):
     name: str
     amount: Decimal_
@@ -288,3 +280,37 @@ class SettingsPatch(Body):
     invoice_number_pattern: str | None = None
     credit_note_number_pattern: str | None = None
     debit_note_number_pattern: str | None = None
+    usage_grace_days: int | None = Field(default=None, ge=0, le=60)
+
+
+class EventIn(BaseModel):
+    """A usage event. The API reads events itself, so that one bad event in a batch gets its
+    own answer instead of failing the batch: this model documents the shape."""
+
+    transaction_id: str = Field(max_length=200, description="unique per organisation")
+    customer: str | None = Field(default=None, description="the customer's external id")
+    subscription_id: str | None = Field(default=None, description="instead of, or with, customer")
+    metric: str = Field(description="billable metric code")
+    timestamp: datetime | int = Field(description="ISO 8601 with offset, or Unix seconds")
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class EventBatchIn(BaseModel):
+    events: list[EventIn] = Field(max_length=10_000)
+
+
+class EventOutcomeOut(BaseModel):
+    index: int
+    transaction_id: str | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    reason: str | None = None
+    quarantined: str | None = None
+
+
+class EventBatchOut(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    quarantined: int
+    late_periods: int
+    results: list[EventOutcomeOut]

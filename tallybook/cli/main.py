@@ -898,17 +898,6 @@ def coupons_apply(
 
 # -- subscriptions -----------------------------------------------------------------------------
 
-USAGE_FIELDS = (
-    "id",
-    "subscription_id",
-    "price_code",
-    "transaction_id",
-    "occurred_at",
-    "quantity",
-    "value",
-    "created_at",
-)
-
 
 @command(subscriptions_app, "create")
 def subscriptions_create(
@@ -1095,49 +1084,7 @@ def subscriptions_resume(
     typer.echo(f"Subscription {subscription.id} resumed ({subscription.status})")
 
 
-@command(subscriptions_app, "usage")
-def subscriptions_usage(
-    subscription_id: str,
-    price: Annotated[str, typer.Option("--price", help="Usage price code on the plan.")],
-    quantity: Annotated[str, typer.Option("--quantity")],
-    transaction_id: Annotated[
-        str,
-        typer.Option("--transaction-id", help="Idempotency key: a repeat is not counted twice."),
-    ],
-    value: Annotated[
-        str | None, typer.Option("--value", help="Transaction value, for percentage pricing.")
-    ] = None,
-    at: Annotated[
-        str | None, typer.Option("--at", help="ISO date-time it happened (default now).")
-    ] = None,
-    api_key: ApiKeyOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Report metered usage."""
-    values = _compact(
-        {
-            "price_code": price,
-            "quantity": quantity,
-            "transaction_id": transaction_id,
-            "value": value,
-            "occurred_at": _instant(at, "--at"),
-        }
-    )
-    with _session(api_key) as (db, actor):
-        record, created = subscriptions.record_usage(db, actor, subscription_id, values)
-    if as_json:
-        _emit_json({**render.row(record, USAGE_FIELDS), "created": created})
-        return
-    if created:
-        typer.echo(f"Usage recorded: {_dec(record.quantity)} of {record.price_code} ({record.id})")
-    else:
-        typer.echo(
-            f"Already recorded under transaction {record.transaction_id} ({record.id}); "
-            "not counted again"
-        )
-
-
-# -- charges -----------------------------------------------------------------------------------
+# -- charges ---------------------------------------------------------------------------------
 
 
 @command(charges_app, "create")

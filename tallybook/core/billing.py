@@ -13,7 +13,10 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from tallybook.core.coverage import Coverage, difference
+from tallybook.core.metering import GroupKey, Reading, UsageCharge
 from tallybook.core.periods import BillingPeriod, Interval, period_at, period_containing
 from tallybook.core.pricing import PriceTerms, PricingModel, Rating, commitment_true_up, rate
 from tallybook.core.proration import ProrationPolicy, prorate
@@ -39,6 +42,8 @@ class PriceVersion:
     terms: PriceTerms
     effective_from: datetime
     unit_label: str | None = None
+    # Usage prices: the metric they bill and how (filters, groups).
+    usage: UsageCharge | None = None
 
 
 @dataclass(frozen=True)
@@ -129,11 +134,8 @@ class Catalog:
         return chosen
 
 
-@dataclass(frozen=True)
-class UsageTotals:
-    quantity: Decimal
-    transactions: tuple[Decimal, ...] = ()
-    records: int = 0
+# A period's usage: price code -> group -> reading.
+PeriodUsage = Mapping[str, Mapping[GroupKey, Reading]]
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,8 @@ class DraftLine:
     service_to: datetime | None = None
     coverage_weight: int = 0
     explanation: Mapping[str, Any] = field(default_factory=dict)
+    # Usage lines: which charge and group of which period, for re-rating late usage.
+    usage_key: str | None = None
 
 
 def _iso(value: datetime | date | None) -> str | None:
@@ -347,14 +351,15 @@ def adjustment_lines(
     return coverage_lines(context, difference(entitled, billed), catalog, period, adjustment=True)
 
 
-def usage_lines(
-    context: SubscriptionContext,
-    segments: Sequence[Segment],
-    catalog: Catalog,
-    period: BillingPeriod,
-    usage: Mapping[str, UsageTotals],
-) -> list[DraftLine]:
-    """Metered prices of the plans active in `period`, rated on the period's usage, in arrears."""
+def usage_key(code: str, group: GroupKey | str) -> str:
+    """'api_calls|["eu"]' for a usage line, 'api_calls|true_up' for its commitment true-up."""
+    if isinstance(group, str):
+        return f"{code}|{group}"
+    return f"{code}|{orjson.dumps(list(group)).decode()}"
+
+
+def usage_codes(segments: Sequence[Segment], catalog: Catalog, period: BillingPeriod) -> list[str]:
+    """Usage price codes of the plans active in `period`, in plan order."""
     codes: list[str] = []
     for segment in segments:
         if segment.overlap(period.start, period.end) is None:
@@ -362,48 +367,105 @@ def usage_lines(
         for price in catalog.plan_prices_at(segment.plan_id, period.start):
             if price.code not in codes and price.kind == USAGE:
                 codes.append(price.code)
+    return codes
+
+
+def _group_label(charge: UsageCharge | None, group: GroupKey) -> str:
+    if charge is None or not charge.group_by:
+        return ""
+    parts = [
+        f"{name} {value if value is not None else '(none)'}"
+        for name, value in zip(charge.group_by, group, strict=True)
+    ]
+    return f" ({', '.join(parts)})"
+
+
+def _group_order(group: GroupKey) -> tuple[tuple[bool, str], ...]:
+    return tuple((value is None, value or "") for value in group)
+
+
+def usage_lines(
+    context: SubscriptionContext,
+    segments: Sequence[Segment],
+    catalog: Catalog,
+    period: BillingPeriod,
+    usage: PeriodUsage,
+) -> list[DraftLine]:
+    """Usage prices of the plans active in `period`, rated on the period's readings, in
+    arrears: one line per group (one line when ungrouped, even with no usage)."""
     lines: list[DraftLine] = []
-    for code in codes:
+    for code in usage_codes(segments, catalog, period):
         price = catalog.price_at(code, period.start)
-        totals = usage.get(code, UsageTotals(Decimal(0)))
-        rating = rate(price.terms, totals.quantity, totals.transactions)
-        base = {
-            "source": "usage",
-            "subscription_id": context.id,
-            "quantity": {
-                "value": str(totals.quantity),
-                "source": f"usage: {totals.records} records reported in the period",
-                "records": totals.records,
-            },
-            **_price_explanation(price, rating, context.currency),
-            "period": {
-                "start": _iso(period.start),
-                "end": _iso(period.end),
-                "label": period.label(),
-                "interval": context.interval.label(),
-            },
-            "proration": None,
-            "weight": 0,
-            "exact_amount": str(rating.amount),
-        }
-        unit = price.unit_label or "units"
-        lines.append(
-            DraftLine(
-                kind="usage",
-                description=f"{price.product_name}: {_number(totals.quantity)} {unit}, "
-                f"{period.label()}",
-                amount=rating.amount,
-                quantity=totals.quantity,
-                unit_price=_unit_price(price, rating),
-                product_id=price.product_id,
-                price_id=price.id,
-                subscription_id=context.id,
-                period_start=period.start,
-                period_end=period.end,
-                explanation=base,
+        charge = price.usage
+        readings = dict(usage.get(code, {}))
+        if not readings:
+            width = len(charge.group_by) if charge is not None else 0
+            readings = {(None,) * width if width else (): Reading(Decimal(0), 0)}
+        period_amount = Decimal(0)
+        base: dict[str, Any] = {}
+        for group in sorted(readings, key=_group_order):
+            reading = readings[group]
+            rating = rate(price.terms, reading.value, reading.transactions)
+            period_amount += rating.amount
+            metric = charge.metric if charge is not None else None
+            source = (
+                f"metric {metric.code}: {metric.describe()}, {reading.events} events in the period"
+                if metric is not None
+                else f"usage: {reading.events} events in the period"
             )
-        )
-        shortfall = commitment_true_up(price.terms, rating.amount)
+            base = {
+                "source": "usage",
+                "subscription_id": context.id,
+                "quantity": {
+                    "value": str(reading.value),
+                    "source": source,
+                    "events": reading.events,
+                },
+                "metric": None
+                if metric is None
+                else {
+                    "code": metric.code,
+                    "name": metric.name,
+                    "aggregation": metric.aggregation.value,
+                    "field": metric.field,
+                    "filters": {k: list(v) for k, v in charge.all_filters.items()},  # type: ignore[union-attr]
+                    "weighted_unit": metric.weighted_unit
+                    if metric.aggregation.value == "weighted_sum"
+                    else None,
+                },
+                "group": None
+                if charge is None or not charge.group_by
+                else dict(zip(charge.group_by, group, strict=True)),
+                **_price_explanation(price, rating, context.currency),
+                "period": {
+                    "start": _iso(period.start),
+                    "end": _iso(period.end),
+                    "label": period.label(),
+                    "interval": context.interval.label(),
+                },
+                "proration": None,
+                "weight": 0,
+                "exact_amount": str(rating.amount),
+            }
+            unit = price.unit_label or "units"
+            lines.append(
+                DraftLine(
+                    kind="usage",
+                    description=f"{price.product_name}{_group_label(charge, group)}: "
+                    f"{_number(reading.value)} {unit}, {period.label()}",
+                    amount=rating.amount,
+                    quantity=reading.value,
+                    unit_price=_unit_price(price, rating),
+                    product_id=price.product_id,
+                    price_id=price.id,
+                    subscription_id=context.id,
+                    period_start=period.start,
+                    period_end=period.end,
+                    explanation=base,
+                    usage_key=usage_key(code, group),
+                )
+            )
+        shortfall = commitment_true_up(price.terms, period_amount)
         if shortfall > 0:
             lines.append(
                 DraftLine(
@@ -421,16 +483,86 @@ def usage_lines(
                     explanation={
                         **base,
                         "source": "commitment_true_up",
+                        "group": None,
                         "commitment": {
                             "minimum": str(price.terms.minimum_commitment),
-                            "usage_amount": str(rating.amount),
+                            "usage_amount": str(period_amount),
                             "shortfall": str(shortfall),
                         },
                         "exact_amount": str(shortfall),
                     },
+                    usage_key=usage_key(code, "true_up"),
                 )
             )
     return lines
+
+
+def late_usage_lines(
+    fresh: Sequence[DraftLine],
+    billed: Mapping[str, tuple[Decimal, Decimal]],
+    invoices: Sequence[str],
+    period: BillingPeriod,
+) -> list[DraftLine]:
+    """Late usage of an invoiced period: what the period owes now minus what was billed.
+
+    `fresh` are the period's usage lines re-rated on every event known now; `billed` holds the
+    (quantity, exact amount) already billed per usage key; `invoices` are their numbers.
+    """
+    by_key = {line.usage_key: line for line in fresh if line.usage_key}
+    lines: list[DraftLine] = []
+    for key in sorted(set(by_key) | set(billed)):
+        line = by_key.get(key)
+        billed_quantity, billed_amount = billed.get(key, (Decimal(0), Decimal(0)))
+        amount = (line.amount if line else Decimal(0)) - billed_amount
+        if amount == 0:
+            continue
+        quantity = (line.quantity if line else Decimal(0)) - billed_quantity
+        named = ", ".join(invoices) or "an earlier invoice"
+        subject = line.description if line else f"{key.split('|')[0]}, {period.label()}"
+        explanation = {
+            **(line.explanation if line else {}),
+            "source": "late_usage",
+            "late_usage": {
+                "period": period.label(),
+                "original_invoices": list(invoices),
+                "billed_quantity": str(billed_quantity),
+                "billed_amount": str(billed_amount),
+                "quantity_now": str(line.quantity if line else 0),
+                "amount_now": str(line.amount if line else 0),
+                "difference": str(amount),
+            },
+            "exact_amount": str(amount),
+        }
+        lines.append(
+            DraftLine(
+                kind="usage_adjustment",
+                description=f"Late usage for {period.label()} (after {named}): {subject}",
+                amount=amount,
+                quantity=quantity,
+                unit_price=None,
+                product_id=line.product_id if line else None,
+                price_id=line.price_id if line else None,
+                subscription_id=line.subscription_id if line else None,
+                period_start=period.start,
+                period_end=period.end,
+                explanation=explanation,
+                usage_key=key,
+            )
+        )
+    return lines
+
+
+def usage_periods(
+    anchor_date: date, interval: Interval, timezone: str, cursor: datetime, as_of: datetime
+) -> list[BillingPeriod]:
+    """The periods whose usage `bill_subscription` may rate between `cursor` and `as_of`."""
+    periods: list[BillingPeriod] = []
+    while cursor <= as_of:
+        period = period_containing(anchor_date, interval, cursor, timezone)
+        if cursor == period.start:
+            periods.append(period_at(anchor_date, interval, period.index - 1, timezone))
+        cursor = period.end
+    return periods
 
 
 def _seat_source(price: PriceVersion) -> str:
@@ -507,7 +639,7 @@ def bill_subscription(
     catalog: Catalog,
     as_of: datetime,
     billed: Mapping[tuple[datetime, str], Sequence[Coverage]],
-    usage_for: Callable[[BillingPeriod], Mapping[str, UsageTotals]],
+    usage_for: Callable[[BillingPeriod], PeriodUsage],
 ) -> SubscriptionOutcome:
     """Everything due for one subscription from its cursor up to `as_of`.
 

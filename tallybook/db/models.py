@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -80,6 +81,9 @@ class Organization(Base):
         String(60), default="CN-{YYYY}-{seq:06}"
     )
     debit_note_number_pattern: Mapped[str] = mapped_column(String(60), default="DN-{YYYY}-{seq:06}")
+    # Days after a usage period ends during which its invoice stays a draft, so late events
+    # re-rate the draft instead of landing on the next invoice.
+    usage_grace_days: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime]
 
 
@@ -169,6 +173,11 @@ class Price(Base):
     interval_count: Mapped[int] = mapped_column(Integer, default=1)
     timing: Mapped[str] = mapped_column(String(10), default="in_advance")
     terms: Mapped[dict[str, Any]]
+    # Usage prices: the metric they bill, extra property filters, and properties that split
+    # the usage into one line per group (a price per region).
+    metric_code: Mapped[str | None] = mapped_column(String(100))
+    usage_filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    group_by: Mapped[list[Any]] = mapped_column(default=list)
     effective_from: Mapped[datetime]
     created_at: Mapped[datetime]
 
@@ -258,22 +267,95 @@ class SubscriptionChange(Base):
     created_at: Mapped[datetime]
 
 
-class UsageRecord(Base):
-    __tablename__ = "usage_records"
+class BillableMetric(Base):
+    """What usage events add up to: an aggregation of one property, maybe filtered.
+
+    Immutable once created (only the name changes): issued invoices explain themselves by it.
+    """
+
+    __tablename__ = "billable_metrics"
+    __table_args__ = (UniqueConstraint("organization_id", "code"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     organization_id: Mapped[str] = org_fk()
-    subscription_id: Mapped[str] = mapped_column(String(40), ForeignKey("subscriptions.id"))
-    price_code: Mapped[str] = mapped_column(String(100))
-    transaction_id: Mapped[str] = mapped_column(String(200))
-    occurred_at: Mapped[datetime]
-    quantity: Mapped[Decimal]
-    # For percentage pricing: the transaction's value.
-    value: Mapped[Decimal | None]
+    code: Mapped[str] = mapped_column(String(100))
+    name: Mapped[str] = mapped_column(String(300))
+    description: Mapped[str | None] = mapped_column(Text)
+    aggregation: Mapped[str] = mapped_column(String(20))
+    field: Mapped[str | None] = mapped_column(String(100))
+    filters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    weighted_unit: Mapped[str] = mapped_column(String(10), default="hour")
     created_at: Mapped[datetime]
-    __table_args__ = (
-        UniqueConstraint("organization_id", "transaction_id"),
-        Index("ix_usage_sub_price_time", "subscription_id", "price_code", "occurred_at"),
+
+
+class UsageEventKey(Base):
+    """One row per transaction id ever accepted: the exactly-once guard, across all months.
+
+    The events table is partitioned by time, so it cannot itself hold a unique transaction id;
+    this table does, with a fingerprint of the content to tell a retry from a conflict.
+    """
+
+    __tablename__ = "usage_event_keys"
+    # No foreign keys on the two ingestion tables: the service resolves the organisation from
+    # the API key, and a per-row key check would cost more than the insert itself.
+    organization_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fingerprint: Mapped[bytes] = mapped_column(LargeBinary(16))
+
+
+class UsageEvent(Base):
+    """A usage event, attributed to a customer (and maybe one of its subscriptions).
+
+    The primary key leads with what a billing period's aggregation asks for: organisation,
+    customer, metric and time. On PostgreSQL the table is partitioned by month of occurred_at.
+    """
+
+    __tablename__ = "usage_events"
+    __table_args__ = {"postgresql_partition_by": "RANGE (occurred_at)"}
+    organization_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    metric_code: Mapped[str] = mapped_column(String(100), primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(40))
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    received_at: Mapped[datetime]
+
+
+class QuarantinedEvent(Base):
+    """An accepted event that cannot be attributed yet (unknown customer or metric).
+
+    Kept with the reason, and moved into usage_events once the customer or metric exists.
+    """
+
+    __tablename__ = "usage_quarantine"
+    __table_args__ = (UniqueConstraint("organization_id", "transaction_id"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    transaction_id: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(300))
+    customer_external_id: Mapped[str | None] = mapped_column(String(200), index=True)
+    subscription_id: Mapped[str | None] = mapped_column(String(40))
+    metric_code: Mapped[str] = mapped_column(String(100))
+    occurred_at: Mapped[datetime]
+    properties: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    received_at: Mapped[datetime]
+
+
+class LateUsagePeriod(Base):
+    """A rated usage period that received events after it was rated: re-rate it.
+
+    Written by ingestion in the event's own transaction, so no late event goes unnoticed;
+    removed when the draft is re-rated or the difference is billed on the next invoice.
+    """
+
+    __tablename__ = "late_usage_periods"
+    subscription_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("subscriptions.id"), primary_key=True
     )
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    period_end: Mapped[datetime]
+    detected_at: Mapped[datetime]
 
 
 class Contract(Base):
@@ -405,6 +487,9 @@ class InvoiceLine(Base):
     total_minor: Mapped[int] = mapped_column(BigInteger)
     taxes: Mapped[list[Any]] = mapped_column(default=list)
     explanation: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Usage lines: price code, line kind and group, so late usage can be billed as the
+    # difference between what a period owes now and what its lines already billed.
+    usage_key: Mapped[str | None] = mapped_column(String(300))
 
 
 class SubscriptionPeriodInvoice(Base):

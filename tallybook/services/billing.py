@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from decimal import Decimal
 from operator import itemgetter
 from typing import Any, TypeVar
@@ -39,15 +39,18 @@ from tallybook.core.billing import (
     PriceVersion,
     SubscriptionContext,
     SubscriptionState,
-    UsageTotals,
     bill_subscription,
+    late_usage_lines,
+    usage_lines,
+    usage_periods,
 )
 from tallybook.core.coverage import Coverage
+from tallybook.core.metering import UsageCharge
 from tallybook.core.money import RoundingMode, round_to_minor
 from tallybook.core.periods import BillingPeriod, Interval, local_date, local_midnight
 from tallybook.core.pricing import PriceTerms
 from tallybook.core.proration import ProrationPolicy
-from tallybook.core.timeline import Change, ChangeKind
+from tallybook.core.timeline import Change, ChangeKind, billable_segments
 from tallybook.core.totals import InvoiceTotals, TaxTreatment
 from tallybook.db.models import (
     Base,
@@ -57,6 +60,7 @@ from tallybook.db.models import (
     Customer,
     Invoice,
     InvoiceLine,
+    LateUsagePeriod,
     Organization,
     Plan,
     Price,
@@ -65,10 +69,10 @@ from tallybook.db.models import (
     SubscriptionChange,
     SubscriptionPeriodInvoice,
     TaxRate,
-    UsageRecord,
     new_id,
 )
 from tallybook.services.base import WRITERS, Actor, Database, audit, utcnow
+from tallybook.services.metering import Window, load_metrics, needs_transactions, read_usage
 from tallybook.services.rating import (
     TaxTable,
     line_explanation_tail,
@@ -139,6 +143,7 @@ def _load_context(session: Session, organization_id: str) -> _RunContext:
         p.id: p
         for p in session.scalars(select(Product).where(Product.organization_id == organization_id))
     }
+    metrics = load_metrics(session, organization_id)
     prices = [
         PriceVersion(
             id=p.id,
@@ -151,6 +156,7 @@ def _load_context(session: Session, organization_id: str) -> _RunContext:
             terms=PriceTerms.from_dict(p.terms),
             effective_from=p.effective_from,
             unit_label=products[p.product_id].unit_label,
+            usage=_usage_charge(p, metrics),
         )
         for p in session.scalars(select(Price).where(Price.organization_id == organization_id))
     ]
@@ -181,6 +187,17 @@ def _load_context(session: Session, organization_id: str) -> _RunContext:
     )
 
 
+def _usage_charge(price: Price, metrics: dict[str, Any]) -> UsageCharge | None:
+    if price.kind != "usage" or price.metric_code not in metrics:
+        return None
+    return UsageCharge(
+        metric=metrics[price.metric_code],
+        filters={k: tuple(v) for k, v in (price.usage_filters or {}).items()},
+        group_by=tuple(price.group_by or ()),
+        with_transactions=needs_transactions(PriceTerms.from_dict(price.terms)),
+    )
+
+
 def _candidate_customers(
     session: Session, organization_id: str, as_of: datetime, after: str, limit: int
 ) -> list[str]:
@@ -199,9 +216,19 @@ def _candidate_customers(
     # Each side is cut to its first `limit` customers before the union: the first `limit` of the
     # union are among them, and the database walks the customer_id index instead of collecting
     # every customer still due on every batch (which made long runs quadratic).
+    # Late usage of an ended subscription has no next period to ride on: bill it now.
+    late_after_end = (
+        select(Subscription.customer_id.label("customer_id"))
+        .join(LateUsagePeriod, LateUsagePeriod.subscription_id == Subscription.id)
+        .where(
+            LateUsagePeriod.organization_id == organization_id,
+            Subscription.status == "ended",
+            Subscription.customer_id > after,
+        )
+    )
     firsts = [
         query.distinct().order_by("customer_id").limit(limit).subquery()
-        for query in (due_subscriptions, due_charges)
+        for query in (due_subscriptions, due_charges, late_after_end)
     ]
     combined = union(*(select(first.c.customer_id) for first in firsts)).subquery()
     return list(
@@ -227,6 +254,10 @@ def run_billing(
     if not dry_run:
         actor.require(*WRITERS, action="run billing")
     result = BillingRunResult(as_of=as_of, dry_run=dry_run, keep_invoice_ids=keep_invoice_ids)
+    if not dry_run:
+        from tallybook.services.late_usage import rerate_late_drafts
+
+        rerate_late_drafts(db, actor)
     with db.reading() as session:
         context = _load_context(session, actor.organization_id)
 
@@ -443,7 +474,26 @@ def _bill_batch(
         ):
             changes[row.subscription_id].append(row)
     billed = _billed_coverage(session, [s for s in subscriptions if s.rerate_from is not None])
-    usage = _usage(session, ctx, subscriptions, as_of, changes)
+    readings = usage_readings(
+        session,
+        ctx,
+        org_id,
+        [
+            (
+                s,
+                customers[s.customer_id],
+                changes[s.id],
+                usage_periods(
+                    s.anchor_date,
+                    ctx.intervals[s.plan_id],
+                    customers[s.customer_id].timezone,
+                    s.next_billing_at,
+                    as_of,
+                ),
+            )
+            for s in subscriptions
+        ],
+    )
     charges: dict[str, list[Charge]] = defaultdict(list)
     for charge in session.scalars(
         select(Charge)
@@ -491,12 +541,9 @@ def _bill_batch(
             next_billing_at=subscription.next_billing_at,
             rerate_from=subscription.rerate_from,
         )
-        sub_usage = usage.get(subscription.id, [])
 
-        def usage_for(
-            period: BillingPeriod, records: list[UsageRecord] = sub_usage
-        ) -> dict[str, UsageTotals]:
-            return _usage_totals(records, period)
+        def usage_for(period: BillingPeriod, sub_id: str = subscription.id) -> dict[str, Any]:
+            return readings.get((sub_id, period.start), {})
 
         outcome = bill_subscription(
             sub_context, state, ctx.catalog, as_of, billed.get(subscription.id, {}), usage_for
@@ -517,6 +564,12 @@ def _bill_batch(
                 "quantity": quantity,
             }
         )
+    if not dry_run:
+        for customer_id, late_lines in late_adjustments(session, ctx, org_id, customers).items():
+            customer = customers[customer_id]
+            dates = drafts[customer_id]
+            billing_date = min(dates) if dates else local_date(as_of, customer.timezone)
+            dates.setdefault(billing_date, ([], []))[0].extend(late_lines)
     for customer_id, customer_charges in charges.items():
         customer = customers[customer_id]
         dates = drafts[customer_id]
@@ -850,57 +903,245 @@ def _billed_coverage(
     return result
 
 
-def _usage(
+def usage_readings(
     session: Session,
     ctx: _RunContext,
-    subscriptions: Sequence[_SubscriptionRow],
-    as_of: datetime,
-    changes: dict[str, list[_ChangeRow]],
-) -> dict[str, list[UsageRecord]]:
-    metered_plans = {
-        plan.id
-        for plan in ctx.plans.values()
-        if any(
-            ctx.catalog.prices.get(code) and ctx.catalog.prices[code][-1].kind == "usage"
-            for code in plan.price_codes
-        )
-    }
-    # A subscription's plan may change in the period (also to or from a metered plan).
-    ids = [
-        s.id
-        for s in subscriptions
-        if metered_plans & {c.plan_id for c in changes.get(s.id, ()) if c.plan_id}
-    ]
-    if not ids:
+    org_id: str,
+    items: Sequence[tuple[Any, Any, list[Any], Sequence[BillingPeriod]]],
+) -> dict[tuple[str, datetime], dict[str, Any]]:
+    """Usage readings per (subscription, period start) and price code, for the given periods.
+
+    `items` are (subscription row, customer row, change rows, periods). One read per usage
+    price version over all windows at once. Events sent with only the customer's id belong
+    to the customer's earliest subscription that bills the metric.
+    """
+    wanted: list[tuple[Any, Any, list[str], Sequence[BillingPeriod]]] = []
+    for subscription, customer, history, periods in items:
+        plan_ids = [c.plan_id for c in history if c.plan_id] or [subscription.plan_id]
+        codes = [
+            code
+            for plan_id in dict.fromkeys(plan_ids)
+            for code in ctx.catalog.plans[plan_id].price_codes
+            if ctx.catalog.prices.get(code) and ctx.catalog.prices[code][-1].kind == "usage"
+        ]
+        if codes and periods:
+            wanted.append((subscription, customer, list(dict.fromkeys(codes)), periods))
+    if not wanted:
         return {}
-    earliest = min(s.next_billing_at for s in subscriptions if s.id in ids) - timedelta(days=400)
-    result: dict[str, list[UsageRecord]] = defaultdict(list)
-    for record in session.scalars(
-        select(UsageRecord)
-        .where(
-            _among(session, UsageRecord.subscription_id, ids),
-            UsageRecord.occurred_at >= earliest,
-            UsageRecord.occurred_at < as_of,
-        )
-        .order_by(UsageRecord.occurred_at, UsageRecord.id)
-    ):
-        result[record.subscription_id].append(record)
+    owners = _usage_owners(session, ctx, org_id, sorted({c.id for _, c, _, _ in wanted}))
+    windows: dict[str, tuple[UsageCharge, list[Window]]] = {}
+    for subscription, customer, codes, periods in wanted:
+        for period in periods:
+            for code in codes:
+                price = ctx.catalog.price_at(code, period.start)
+                if price.usage is None:
+                    continue
+                metric = price.usage.metric.code
+                window = Window(
+                    key=(subscription.id, period.start, code),
+                    customer_id=customer.id,
+                    subscription_id=subscription.id,
+                    owner=owners.get((customer.id, metric)) == subscription.id,
+                    start=period.start,
+                    end=period.end,
+                )
+                windows.setdefault(price.id, (price.usage, []))[1].append(window)
+    result: dict[tuple[str, datetime], dict[str, Any]] = {}
+    for charge, charge_windows in windows.values():
+        for (sub_id, start, code), groups in read_usage(
+            session, org_id, charge, charge_windows
+        ).items():  # type: ignore[misc]
+            result.setdefault((sub_id, start), {})[code] = groups
     return result
 
 
-def _usage_totals(records: list[UsageRecord], period: BillingPeriod) -> dict[str, UsageTotals]:
-    grouped: dict[str, list[UsageRecord]] = defaultdict(list)
-    for record in records:
-        if period.start <= record.occurred_at < period.end:
-            grouped[record.price_code].append(record)
-    return {
-        code: UsageTotals(
-            quantity=sum((r.quantity for r in rows), Decimal(0)),
-            transactions=tuple(r.value for r in rows if r.value is not None),
-            records=len(rows),
+def _usage_owners(
+    session: Session, ctx: _RunContext, org_id: str, customer_ids: Sequence[str]
+) -> dict[tuple[str, str], str]:
+    """(customer, metric) -> the subscription that bills events naming only the customer."""
+    owners: dict[tuple[str, str], str] = {}
+    rows = session.execute(
+        select(Subscription.customer_id, Subscription.id, Subscription.plan_id)
+        .where(
+            Subscription.organization_id == org_id,
+            _among(session, Subscription.customer_id, customer_ids),
         )
-        for code, rows in grouped.items()
+        .order_by(Subscription.customer_id, Subscription.start_at, Subscription.id)
+    ).tuples()
+    for customer_id, sub_id, plan_id in rows:
+        for code in ctx.catalog.plans[plan_id].price_codes:
+            versions = ctx.catalog.prices.get(code)
+            if versions and versions[-1].usage is not None:
+                owners.setdefault((customer_id, versions[-1].usage.metric.code), sub_id)
+    return owners
+
+
+def subscription_context(ctx: _RunContext, subscription: Any, customer: Any) -> SubscriptionContext:
+    return SubscriptionContext(
+        id=subscription.id,
+        plan_names=ctx.plan_names,
+        interval=ctx.intervals[subscription.plan_id],
+        timezone=customer.timezone,
+        currency=customer.currency,
+        policy=ctx.policy,
+    )
+
+
+def fresh_usage_lines(
+    session: Session,
+    ctx: _RunContext,
+    org_id: str,
+    periods: Sequence[tuple[Any, Any, datetime]],
+) -> dict[tuple[str, datetime], tuple[BillingPeriod, list[DraftLine]]]:
+    """Usage lines of already rated periods, re-rated on every event known now.
+
+    `periods` are (subscription row, customer row, period start).
+    """
+    sub_ids = sorted({s.id for s, _, _ in periods})
+    history: dict[str, list[_ChangeRow]] = defaultdict(list)
+    for row in map(
+        _ChangeRow._make,
+        session.execute(
+            select(*_CHANGE_COLUMNS)
+            .where(_among(session, SubscriptionChange.subscription_id, sub_ids))
+            .order_by(SubscriptionChange.created_at)
+        ),
+    ):
+        history[row.subscription_id].append(row)
+    from tallybook.core.periods import period_containing
+
+    items = []
+    resolved: list[tuple[Any, Any, BillingPeriod]] = []
+    for subscription, customer, start in periods:
+        period = period_containing(
+            subscription.anchor_date, ctx.intervals[subscription.plan_id], start, customer.timezone
+        )
+        resolved.append((subscription, customer, period))
+        items.append((subscription, customer, history[subscription.id], [period]))
+    readings = usage_readings(session, ctx, org_id, items)
+    result: dict[tuple[str, datetime], tuple[BillingPeriod, list[DraftLine]]] = {}
+    for subscription, customer, period in resolved:
+        changes = tuple(
+            _to_change(row, i, customer.timezone) for i, row in enumerate(history[subscription.id])
+        )
+        segments = billable_segments(changes, subscription.trial_end_at)
+        lines = usage_lines(
+            subscription_context(ctx, subscription, customer),
+            segments,
+            ctx.catalog,
+            period,
+            readings.get((subscription.id, period.start), {}),
+        )
+        result[(subscription.id, period.start)] = (period, lines)
+    return result
+
+
+def billed_usage(
+    session: Session, keys: Sequence[tuple[str, datetime]], exclude_invoice: str | None = None
+) -> dict[tuple[str, datetime], dict[str, tuple[Decimal, Decimal]]]:
+    """(quantity, exact amount) billed per usage key of each (subscription, period start), on
+    invoices that are not void."""
+    result: dict[tuple[str, datetime], dict[str, tuple[Decimal, Decimal]]] = defaultdict(dict)
+    if not keys:
+        return result
+    wanted = set(keys)
+    query = (
+        select(
+            InvoiceLine.subscription_id,
+            InvoiceLine.period_start,
+            InvoiceLine.usage_key,
+            InvoiceLine.quantity,
+            InvoiceLine.amount,
+        )
+        .join(Invoice, Invoice.id == InvoiceLine.invoice_id)
+        .where(
+            _among(session, InvoiceLine.subscription_id, sorted({k[0] for k in keys})),
+            InvoiceLine.usage_key.is_not(None),
+            Invoice.status != "void",
+        )
+    )
+    if exclude_invoice is not None:
+        query = query.where(Invoice.id != exclude_invoice)
+    for sub_id, start, key, quantity, amount in session.execute(query):
+        if (sub_id, start) not in wanted:
+            continue
+        known = result[(sub_id, start)].get(key, (Decimal(0), Decimal(0)))
+        # A true-up line's quantity is 1 whatever the usage; only its amount adds up.
+        result[(sub_id, start)][key] = (known[0] + quantity, known[1] + amount)
+    return result
+
+
+def late_adjustments(
+    session: Session, ctx: _RunContext, org_id: str, customers: dict[str, Any]
+) -> dict[str, list[DraftLine]]:
+    """Adjustment lines for late usage of issued periods of these customers, per customer.
+
+    The marks are consumed: the run's transaction writes the lines and removes them together.
+    Periods whose invoice is still a draft are left to `late_usage.rerate_drafts`.
+    """
+    rows = session.execute(
+        select(
+            LateUsagePeriod.subscription_id,
+            LateUsagePeriod.period_start,
+            Invoice.status,
+            Invoice.number,
+        )
+        .join(Subscription, Subscription.id == LateUsagePeriod.subscription_id)
+        .join(
+            SubscriptionPeriodInvoice,
+            (SubscriptionPeriodInvoice.subscription_id == LateUsagePeriod.subscription_id)
+            & (SubscriptionPeriodInvoice.period_start == LateUsagePeriod.period_start)
+            & (SubscriptionPeriodInvoice.timing == "in_arrears"),
+            isouter=True,
+        )
+        .join(Invoice, Invoice.id == SubscriptionPeriodInvoice.invoice_id, isouter=True)
+        .where(
+            LateUsagePeriod.organization_id == org_id,
+            _among(session, Subscription.customer_id, sorted(customers)),
+        )
+        .order_by(LateUsagePeriod.subscription_id, LateUsagePeriod.period_start)
+    ).all()
+    pending = [(sub_id, start) for sub_id, start, status, _ in rows if status != "draft"]
+    if not pending:
+        return {}
+    subscriptions = {
+        s.id: s
+        for s in map(
+            _SubscriptionRow._make,
+            session.execute(
+                select(*_SUBSCRIPTION_COLUMNS).where(
+                    _among(session, Subscription.id, sorted({p[0] for p in pending}))
+                )
+            ),
+        )
     }
+    fresh = fresh_usage_lines(
+        session,
+        ctx,
+        org_id,
+        [
+            (subscriptions[sub_id], customers[subscriptions[sub_id].customer_id], start)
+            for sub_id, start in pending
+        ],
+    )
+    billed = billed_usage(session, pending)
+    numbers: dict[tuple[str, datetime], list[str]] = defaultdict(list)
+    for sub_id, start, _status, number in rows:
+        if number:
+            numbers[(sub_id, start)].append(number)
+    result: dict[str, list[DraftLine]] = defaultdict(list)
+    for sub_id, start in pending:
+        period, lines = fresh[(sub_id, start)]
+        adjustment = late_usage_lines(
+            lines, billed.get((sub_id, start), {}), numbers[(sub_id, start)], period
+        )
+        result[subscriptions[sub_id].customer_id].extend(adjustment)
+        session.execute(
+            LateUsagePeriod.__table__.delete().where(
+                LateUsagePeriod.subscription_id == sub_id, LateUsagePeriod.period_start == start
+            )
+        )
+    return {k: v for k, v in result.items() if v}
 
 
 def _charge_line(charge: Charge, ctx: _RunContext) -> DraftLine:
@@ -1045,6 +1286,7 @@ def _rate(
                 "total_minor": line_totals.total_minor,
                 "taxes": taxes_to_json(rates),
                 "explanation": {**line.explanation, **tail},
+                "usage_key": line.usage_key,
             }
         )
     return totals, payloads

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tallybook.core.metering import MeteringError, clean_filters
 from tallybook.core.money import MoneyError, parse_decimal
 from tallybook.core.periods import Interval, IntervalUnit
 from tallybook.core.pricing import PriceTerms, PricingError
@@ -35,6 +36,7 @@ from tallybook.services.base import (
     get_owned,
     utcnow,
 )
+from tallybook.services.metering import load_metrics
 from tallybook.services.organizations import check_currency
 
 # Bounds on user-entered numbers keep every rounded amount inside a 64-bit integer of minor
@@ -216,6 +218,43 @@ def _terms(values: dict[str, Any]) -> PriceTerms:
         raise InvalidInput(f"terms: {error}", field="terms") from None
 
 
+def _usage_metering(values: dict[str, Any], kind: str) -> dict[str, Any]:
+    """A usage price's metric, extra filters and group-by properties, checked."""
+    code = values.get("metric_code")
+    filters = values.get("usage_filters")
+    group_by = values.get("group_by")
+    if kind != "usage":
+        for name, value in (
+            ("metric_code", code),
+            ("usage_filters", filters),
+            ("group_by", group_by),
+        ):
+            if value:
+                raise InvalidInput(f"{name}: only usage prices read a metric", field=name)
+        return {"metric_code": None, "usage_filters": {}, "group_by": []}
+    if not isinstance(code, str) or not code:
+        raise InvalidInput(
+            "metric_code: a usage price bills a metric; name it", field="metric_code"
+        )
+    try:
+        clean = clean_filters(filters, "usage_filters")
+    except MeteringError as error:
+        raise InvalidInput(str(error), field="usage_filters") from None
+    if group_by is None:
+        group_by = []
+    if isinstance(group_by, str):
+        group_by = [group_by]
+    if not isinstance(group_by, list) or not all(isinstance(g, str) and g for g in group_by):
+        raise InvalidInput("group_by: give property names", field="group_by")
+    if len(set(group_by)) != len(group_by):
+        raise InvalidInput("group_by: a property is named twice", field="group_by")
+    return {
+        "metric_code": code,
+        "usage_filters": {k: list(v) for k, v in clean.items()},
+        "group_by": group_by,
+    }
+
+
 def create_price(db: Database, actor: Actor, values: dict[str, Any]) -> Price:
     """A new price (version 1) for a product."""
     actor.require(*MANAGERS, action="manage the catalog")
@@ -233,9 +272,17 @@ def create_price(db: Database, actor: Actor, values: dict[str, Any]) -> Price:
     currency = check_currency(values["currency"])
     now = utcnow()
     effective_from = _instant(values.get("effective_from"), "effective_from") or now
+    metering = _usage_metering(values, kind)
     try:
         with db.transaction() as session:
             product = get_owned(session, Product, values["product_id"], actor)
+            if metering["metric_code"] is not None and not load_metrics(
+                session, actor.organization_id, [metering["metric_code"]]
+            ):
+                raise InvalidInput(
+                    f"metric_code: no metric {metering['metric_code']!r}; create it first",
+                    field="metric_code",
+                )
             row = Price(
                 id=new_id("price"),
                 organization_id=actor.organization_id,
@@ -248,6 +295,7 @@ def create_price(db: Database, actor: Actor, values: dict[str, Any]) -> Price:
                 interval_count=interval.count,
                 timing=timing,
                 terms=terms.to_dict(),
+                **metering,
                 effective_from=effective_from,
                 created_at=now,
             )
@@ -294,6 +342,9 @@ def new_price_version(
             interval_count=latest.interval_count,
             timing=latest.timing,
             terms=parsed.to_dict(),
+            metric_code=latest.metric_code,
+            usage_filters=latest.usage_filters,
+            group_by=latest.group_by,
             effective_from=effective_from or utcnow(),
             created_at=utcnow(),
         )

@@ -142,6 +142,13 @@ def create_customer(db: Database, actor: Actor, values: dict[str, Any]) -> Custo
                 customer.id,
                 {"after": _snapshot(customer)},
             )
+            if customer.external_id:
+                # Usage that arrived before the customer did is billed from now on.
+                from tallybook.services.events import release_quarantine
+
+                release_quarantine(
+                    session, actor.organization_id, customer_external_id=customer.external_id
+                )
     except IntegrityError:
         raise Conflict(
             f"external_id: a customer with external id {clean.get('external_id')!r} already exists",

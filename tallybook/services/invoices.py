@@ -390,6 +390,11 @@ def issue_invoice(
     with db.transaction() as session:
         invoice = _draft(session, actor, invoice_id)
         org = session.get(Organization, actor.organization_id)
+        _check_usage_grace(session, org, invoice)
+        # Late events for the draft's usage periods: re-rate before the invoice is frozen.
+        from tallybook.services.late_usage import rerate_drafts
+
+        rerate_drafts(session, actor, invoice.id, locked=True)
         customer = session.get(Customer, invoice.customer_id, with_for_update=True)
         count = session.scalar(
             select(func.count())
@@ -470,6 +475,27 @@ def issue_invoice(
             },
         )
     return invoice
+
+
+def _check_usage_grace(session: Session, org: Organization, invoice: Invoice) -> None:
+    """Usage invoices stay drafts for the organisation's grace period, for late events."""
+    if not org.usage_grace_days:
+        return
+    ends = session.scalars(
+        select(InvoiceLine.period_end).where(
+            InvoiceLine.invoice_id == invoice.id,
+            InvoiceLine.usage_key.is_not(None),
+            InvoiceLine.kind != "usage_adjustment",
+        )
+    ).all()
+    if not ends:
+        return
+    open_until = max(ends) + timedelta(days=org.usage_grace_days)
+    if utcnow() < open_until:
+        raise Conflict(
+            f"invoice holds usage still open for late events until {open_until.isoformat()} "
+            f"(the organisation's {org.usage_grace_days}-day grace period); issue it after that"
+        )
 
 
 def _refresh_amount_due(invoice: Invoice) -> None:

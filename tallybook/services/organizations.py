@@ -40,6 +40,7 @@ SETTINGS_FIELDS = {
     "credit_note_number_pattern",
     "debit_note_number_pattern",
     "country",
+    "usage_grace_days",
 }
 
 
@@ -91,6 +92,9 @@ def _validate_settings(values: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInput("downgrade_credit: must be immediate or period_end", field=key)
         elif key == "rounding_mode" and value not in ("half_up", "half_even"):
             raise InvalidInput("rounding_mode: must be half_up or half_even", field=key)
+        elif key == "usage_grace_days":
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 60:
+                raise InvalidInput("usage_grace_days: a whole number of days, 0 to 60", field=key)
         elif key == "tax_rounding" and value not in ("per_line", "per_invoice"):
             raise InvalidInput("tax_rounding: must be per_line or per_invoice", field=key)
         elif key == "prices_include_tax":

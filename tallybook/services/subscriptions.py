@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tallybook.core.periods import (
@@ -29,7 +28,6 @@ from tallybook.db.models import (
     Price,
     Subscription,
     SubscriptionChange,
-    UsageRecord,
     new_id,
 )
 from tallybook.services.base import (
@@ -438,97 +436,3 @@ def list_changes(db: Database, actor: Actor, subscription_id: str) -> list[Subsc
                 .order_by(SubscriptionChange.effective_at, SubscriptionChange.created_at)
             )
         )
-
-
-def _refuse_billed_period(
-    session: Session, subscription: Subscription, occurred_at: datetime
-) -> None:
-    """Usage for a period whose usage was already invoiced would be silently lost: refuse it."""
-    from tallybook.db.models import SubscriptionPeriodInvoice
-
-    customer = session.get(Customer, subscription.customer_id)
-    plan = session.get(Plan, subscription.plan_id)
-    period = period_containing(
-        subscription.anchor_date, plan_interval(plan), occurred_at, customer.timezone
-    )
-    billed = session.scalar(
-        select(SubscriptionPeriodInvoice.invoice_id).where(
-            SubscriptionPeriodInvoice.subscription_id == subscription.id,
-            SubscriptionPeriodInvoice.period_start == period.start,
-            SubscriptionPeriodInvoice.timing == "in_arrears",
-        )
-    )
-    if billed is not None:
-        raise Conflict(
-            f"occurred_at: usage for {period.label()} was already invoiced; report it as a "
-            "one-off charge instead",
-            field="occurred_at",
-        )
-
-
-def record_usage(
-    db: Database, actor: Actor, subscription_id: str, values: dict[str, Any]
-) -> tuple[UsageRecord, bool]:
-    """Report metered usage. Returns (record, created); a repeated transaction id is a no-op."""
-    actor.require(*WRITERS, action="report usage")
-    for name in ("price_code", "transaction_id"):
-        if not values.get(name):
-            raise InvalidInput(f"{name}: is required", field=name)
-    quantity = _quantity(values.get("quantity", 1))
-    value = None if values.get("value") is None else _decimal(values["value"], "value")
-    occurred_at = _instant(values.get("occurred_at"), "occurred_at") or utcnow()
-    try:
-        with db.transaction() as session:
-            subscription = get_owned(session, Subscription, subscription_id, actor)
-            # Any plan in the subscription's history: usage may belong to a scheduled plan.
-            plan_ids = set(
-                session.scalars(
-                    select(SubscriptionChange.plan_id).where(
-                        SubscriptionChange.subscription_id == subscription.id,
-                        SubscriptionChange.plan_id.is_not(None),
-                    )
-                )
-            )
-            codes = {
-                code
-                for plan in session.scalars(select(Plan).where(Plan.id.in_(plan_ids)))
-                for code in plan.price_codes
-            }
-            if values["price_code"] not in codes:
-                raise InvalidInput(
-                    f"price_code: {values['price_code']} is not on this subscription's plans",
-                    field="price_code",
-                )
-            _refuse_billed_period(session, subscription, occurred_at)
-            record = UsageRecord(
-                id=new_id("use"),
-                organization_id=actor.organization_id,
-                subscription_id=subscription.id,
-                price_code=values["price_code"],
-                transaction_id=values["transaction_id"],
-                occurred_at=occurred_at,
-                quantity=quantity,
-                value=value,
-                created_at=utcnow(),
-            )
-            session.add(record)
-            session.flush()
-    except IntegrityError:
-        with db.reading() as session:
-            existing = session.scalars(
-                select(UsageRecord).where(
-                    UsageRecord.organization_id == actor.organization_id,
-                    UsageRecord.transaction_id == values["transaction_id"],
-                )
-            ).one()
-        if (existing.subscription_id, existing.quantity, existing.value, existing.price_code) != (
-            subscription_id,
-            quantity,
-            value,
-            values["price_code"],
-        ):
-            raise Conflict(
-                "transaction_id: already used for different usage", field="transaction_id"
-            ) from None
-        return existing, False
-    return record, True

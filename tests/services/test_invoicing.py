@@ -13,7 +13,9 @@ from tallybook.services import (
     contracts,
     credit_notes,
     customers,
+    events,
     invoices,
+    metering,
     subscriptions,
 )
 from tallybook.services.base import Conflict, Database, InvalidInput
@@ -400,6 +402,7 @@ def test_usage_on_a_plan_scheduled_for_later_is_accepted_and_billed(db: Database
     api = catalog.create_product(
         db, actor, {"code": "api", "name": "API calls", "unit_label": "calls"}
     )
+    metering.create_metric(db, actor, {"code": "api_calls", "aggregation": "sum", "field": "calls"})
     catalog.create_price(
         db,
         actor,
@@ -408,6 +411,7 @@ def test_usage_on_a_plan_scheduled_for_later_is_accepted_and_billed(db: Database
             "product_id": api.id,
             "currency": "EUR",
             "kind": "usage",
+            "metric_code": "api_calls",
             "effective_from": at(2020, 1, 1),
             "terms": {
                 "model": "graduated",
@@ -442,18 +446,20 @@ def test_usage_on_a_plan_scheduled_for_later_is_accepted_and_billed(db: Database
     subscriptions.change_subscription(
         db, actor, sub.id, {"plan_id": metered.id, "effective_at": at(2031, 1, 16)}
     )
-    record, created = subscriptions.record_usage(
+    sent = events.ingest_events(
         db,
         actor,
-        sub.id,
-        {
-            "price_code": "api-m",
-            "transaction_id": "t-1",
-            "quantity": "3500",
-            "occurred_at": "2031-01-20T10:00:00+00:00",
-        },
+        [
+            {
+                "transaction_id": "t-1",
+                "subscription_id": sub.id,
+                "metric": "api_calls",
+                "properties": {"calls": "3500"},
+                "timestamp": "2031-01-20T10:00:00+00:00",
+            }
+        ],
     )
-    assert created
+    assert sent.accepted == 1 and sent.quarantined == 0
     run = billing.run_billing(db, actor, at(2031, 2, 1, 1))
     lines = [line for i in run.invoice_ids for line in invoices.get_invoice(db, actor, i)[1]]
     usage = [line for line in lines if line.kind == "usage"]

@@ -1,0 +1,774 @@
+"""Usage event ingestion: exactly once, nothing lost, fast.
+
+Every event is answered on its own: accepted (committed before the answer leaves), duplicate
+(same transaction id, same content), or rejected with the reason. Events for a customer or
+metric that does not exist yet are accepted into a quarantine and released once it does.
+An event that lands in a period already rated marks that period as late, in the same
+transaction, so the draft is re-rated or the difference billed on the next invoice.
+
+On PostgreSQL a batch is one COPY into a per-connection temporary table and one statement
+that claims the transaction ids and writes events, quarantine and late periods together.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, text
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from tallybook.core.metering import EARLIEST, LATEST_ALLOWED, fingerprint
+from tallybook.db.models import (
+    Customer,
+    LateUsagePeriod,
+    QuarantinedEvent,
+    Subscription,
+    SubscriptionPeriodInvoice,
+    UsageEvent,
+    UsageEventKey,
+    new_id,
+)
+from tallybook.services.base import (
+    WRITERS,
+    Actor,
+    Database,
+    utcnow,
+)
+from tallybook.services.metering import load_metrics
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 10_000
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    index: int
+    transaction_id: str | None
+    status: str
+    reason: str | None = None
+    # Accepted but held: the customer or metric does not exist yet.
+    quarantined: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "index": self.index,
+            "transaction_id": self.transaction_id,
+            "status": self.status,
+        }
+        if self.reason is not None:
+            data["reason"] = self.reason
+        if self.quarantined is not None:
+            data["quarantined"] = self.quarantined
+        return data
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    quarantined: int = 0
+    late_periods: int = 0
+    outcomes: list[EventOutcome] = field(default_factory=list)
+
+    def add(self, other: IngestResult, keep: int | None = None) -> None:
+        self.accepted += other.accepted
+        self.duplicates += other.duplicates
+        self.rejected += other.rejected
+        self.quarantined += other.quarantined
+        self.late_periods += other.late_periods
+        for outcome in other.outcomes:
+            if keep is None or (outcome.status == REJECTED and len(self.outcomes) < keep):
+                self.outcomes.append(outcome)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "accepted": self.accepted,
+            "duplicates": self.duplicates,
+            "rejected": self.rejected,
+            "quarantined": self.quarantined,
+            "late_periods": self.late_periods,
+        }
+
+
+@dataclass(slots=True)
+class _Event:
+    index: int
+    transaction_id: str
+    customer: str | None
+    subscription_id: str | None
+    metric_code: str
+    occurred_at: datetime
+    properties: dict[str, Any]
+    fingerprint: bytes
+    customer_id: str | None = None
+    quarantine: str | None = None
+    rejected: str | None = None
+
+
+def _text(raw: Mapping[str, Any], name: str, limit: int, required: bool) -> str | None:
+    value = raw.get(name)
+    if value is None or value == "":
+        if required:
+            raise ValueError(f"{name}: is required")
+        return None
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: must be text")
+    if len(value) > limit:
+        raise ValueError(f"{name}: at most {limit} characters")
+    return value
+
+
+def _timestamp(value: Any) -> datetime:
+    if isinstance(value, str):
+        try:
+            instant = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("timestamp: not an ISO 8601 date-time") from None
+        if instant.tzinfo is None:
+            raise ValueError("timestamp: give a time zone offset (Z for UTC)")
+        instant = instant.astimezone(UTC)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        try:
+            instant = datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise ValueError("timestamp: out of range") from None
+    elif value is None:
+        raise ValueError("timestamp: is required")
+    else:
+        raise ValueError("timestamp: give an ISO 8601 date-time or whole Unix seconds")
+    if not EARLIEST <= instant < LATEST_ALLOWED:
+        raise ValueError("timestamp: must be between 2000 and 2099")
+    return instant
+
+
+def parse_event(raw: Any, index: int) -> _Event:
+    """One event as sent, checked field by field; ValueError names the field at fault."""
+    if not isinstance(raw, dict):
+        raise ValueError("event: must be an object")
+    transaction_id = _text(raw, "transaction_id", 200, True)
+    customer = _text(raw, "customer", 200, False)
+    subscription_id = _text(raw, "subscription_id", 40, False)
+    if customer is None and subscription_id is None:
+        raise ValueError("customer: give the customer's external id or a subscription_id")
+    metric = _text(raw, "metric", 100, True)
+    occurred_at = _timestamp(raw.get("timestamp"))
+    properties = raw.get("properties")
+    if properties is None:
+        properties = {}
+    elif not isinstance(properties, dict):
+        raise ValueError("properties: must be an object")
+    return _Event(
+        index,
+        transaction_id,  # type: ignore[arg-type]
+        customer,
+        subscription_id,
+        metric,  # type: ignore[arg-type]
+        occurred_at,
+        properties,
+        fingerprint(customer, subscription_id, metric, occurred_at, properties),  # type: ignore[arg-type]
+    )
+
+
+def ingest_events(
+    db: Database, actor: Actor, raw_events: Sequence[Any], *, detail: bool = True
+) -> IngestResult:
+    """Ingest a batch (up to 10,000 events); one answer per event, in order.
+
+    With detail=False (file imports) only rejected events are itemised.
+    """
+    actor.require(*WRITERS, action="send usage events")
+    if len(raw_events) > MAX_BATCH:
+        from tallybook.services.base import InvalidInput
+
+        raise InvalidInput(f"events: at most {MAX_BATCH} per batch", field="events")
+    now = utcnow()
+    result = IngestResult()
+    outcomes: list[EventOutcome | None] = [None] * len(raw_events)
+    first: dict[str, _Event] = {}
+    for index, raw in enumerate(raw_events):
+        try:
+            event = parse_event(raw, index)
+        except ValueError as error:
+            tid = raw.get("transaction_id") if isinstance(raw, dict) else None
+            outcomes[index] = EventOutcome(
+                index, tid if isinstance(tid, str) else None, REJECTED, str(error)
+            )
+            continue
+        seen = first.get(event.transaction_id)
+        if seen is None:
+            first[event.transaction_id] = event
+        elif seen.fingerprint == event.fingerprint:
+            outcomes[index] = EventOutcome(index, event.transaction_id, DUPLICATE)
+        else:
+            outcomes[index] = EventOutcome(
+                index,
+                event.transaction_id,
+                REJECTED,
+                f"transaction_id: event {seen.index} of this batch has the same id with "
+                "different content",
+            )
+    events = list(first.values())
+    if events:
+        if db.dialect == "postgresql":
+            ensure_partitions(db, {(e.occurred_at.year, e.occurred_at.month) for e in events})
+        late = _write_with_retry(db, actor, events, now, outcomes)
+        result.late_periods = late
+    for index, outcome in enumerate(outcomes):
+        assert outcome is not None, index
+        if outcome.status == ACCEPTED:
+            result.accepted += 1
+            if outcome.quarantined:
+                result.quarantined += 1
+        elif outcome.status == DUPLICATE:
+            result.duplicates += 1
+        else:
+            result.rejected += 1
+        if detail or outcome.status == REJECTED:
+            result.outcomes.append(outcome)
+    if result.late_periods:
+        # Re-rate drafts now; a failure here leaves the periods marked for the next attempt.
+        from tallybook.services.late_usage import rerate_late_drafts
+
+        try:
+            rerate_late_drafts(db, actor)
+        except Exception:  # noqa: BLE001 - the events are committed; the marks remain
+            log.exception("re-rating drafts after late events failed; will retry later")
+    return result
+
+
+def _write_with_retry(
+    db: Database,
+    actor: Actor,
+    events: list[_Event],
+    now: datetime,
+    outcomes: list[EventOutcome | None],
+) -> int:
+    for attempt in range(5):
+        try:
+            with db.transaction() as session:
+                _resolve(session, actor.organization_id, events)
+                if db.dialect == "postgresql":
+                    return _write_postgresql(session, actor.organization_id, events, now, outcomes)
+                return _write_sqlite(session, actor.organization_id, events, now, outcomes)
+        except DBAPIError as error:
+            # Deadlock or serialization failure against a concurrent batch or billing run:
+            # nothing was written; try the whole batch again.
+            code = getattr(error.orig, "sqlstate", None)
+            if code not in ("40P01", "40001") or attempt == 4:
+                raise
+            for event in events:
+                event.customer_id = event.quarantine = event.rejected = None
+    raise AssertionError("unreachable")
+
+
+def _resolve(session: Session, org_id: str, events: list[_Event]) -> None:
+    """Customer ids and metrics for the batch; quarantine what cannot be attributed yet.
+
+    On PostgreSQL the customers are share-locked: a billing run holds them for update while it
+    rates their usage, so an event either lands before the rating (and is rated) or after it
+    (and finds the rated period, which it marks late).
+    """
+    postgres = session.get_bind().dialect.name == "postgresql"
+    metrics = load_metrics(session, org_id, {e.metric_code for e in events})
+    externals = {e.customer for e in events if e.customer is not None and e.subscription_id is None}
+    by_external: dict[str, str] = {}
+    if externals:
+        for chunk in _chunks(sorted(externals), 5000):
+            query = select(Customer.external_id, Customer.id).where(
+                Customer.organization_id == org_id, Customer.external_id.in_(chunk)
+            )
+            by_external.update(session.execute(query).all())
+    sub_ids = {e.subscription_id for e in events if e.subscription_id is not None}
+    subs: dict[str, tuple[str, str | None]] = {}
+    if sub_ids:
+        for chunk in _chunks(sorted(sub_ids), 5000):
+            rows = session.execute(
+                select(Subscription.id, Subscription.customer_id, Customer.external_id)
+                .join(Customer, Customer.id == Subscription.customer_id)
+                .where(Subscription.organization_id == org_id, Subscription.id.in_(chunk))
+            ).tuples()
+            subs.update((sid, (cid, ext)) for sid, cid, ext in rows)
+    for event in events:
+        if event.subscription_id is not None:
+            found = subs.get(event.subscription_id)
+            if found is None:
+                event.rejected = f"subscription_id: subscription {event.subscription_id} not found"
+                continue
+            if event.customer is not None and event.customer != found[1]:
+                event.rejected = (
+                    f"customer: subscription {event.subscription_id} belongs to another customer"
+                )
+                continue
+            event.customer_id = found[0]
+        else:
+            event.customer_id = by_external.get(event.customer)  # type: ignore[arg-type]
+        metric = metrics.get(event.metric_code)
+        if metric is not None:
+            reason = metric.check_event(event.properties)
+            if reason is not None:
+                event.rejected = reason
+                continue
+        if event.customer_id is None:
+            event.quarantine = f"customer {event.customer} does not exist yet"
+        elif metric is None:
+            event.quarantine = f"metric {event.metric_code} does not exist yet"
+    if postgres:
+        locked = sorted({e.customer_id for e in events if e.customer_id is not None})
+        for chunk in _chunks(locked, 5000):
+            session.execute(
+                select(Customer.id)
+                .where(Customer.id.in_(chunk))
+                .order_by(Customer.id)
+                .with_for_update(read=True)
+            ).all()
+
+
+def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _finish(
+    events: list[_Event],
+    new_ids: set[str],
+    existing: Mapping[str, bytes],
+    outcomes: list[EventOutcome | None],
+) -> None:
+    for event in events:
+        if event.rejected is not None:
+            outcomes[event.index] = EventOutcome(
+                event.index, event.transaction_id, REJECTED, event.rejected
+            )
+        elif event.transaction_id in new_ids:
+            outcomes[event.index] = EventOutcome(
+                event.index, event.transaction_id, ACCEPTED, quarantined=event.quarantine
+            )
+        elif existing.get(event.transaction_id) == event.fingerprint:
+            outcomes[event.index] = EventOutcome(event.index, event.transaction_id, DUPLICATE)
+        else:
+            outcomes[event.index] = EventOutcome(
+                event.index,
+                event.transaction_id,
+                REJECTED,
+                "transaction_id: already used for an event with different content",
+            )
+
+
+_STAGE = """
+CREATE TEMPORARY TABLE IF NOT EXISTS tb_ingest (
+    transaction_id text NOT NULL,
+    fingerprint bytea NOT NULL,
+    customer_id text,
+    customer_external_id text,
+    subscription_id text,
+    metric_code text NOT NULL,
+    occurred_at timestamptz NOT NULL,
+    properties jsonb NOT NULL,
+    quarantine text
+) ON COMMIT DELETE ROWS
+"""
+
+# One statement: claim the ids (in id order, so concurrent batches lock keys in the same order
+# and never deadlock), write what was claimed, and mark rated periods that got late events.
+_CLAIM = """
+WITH claimed AS (
+    INSERT INTO usage_event_keys (organization_id, transaction_id, fingerprint)
+    SELECT %(org)s, transaction_id, fingerprint FROM tb_ingest
+    ORDER BY transaction_id
+    ON CONFLICT DO NOTHING
+    RETURNING transaction_id
+), fresh AS (
+    SELECT t.* FROM tb_ingest t JOIN claimed USING (transaction_id)
+), stored AS (
+    INSERT INTO usage_events (organization_id, customer_id, metric_code, occurred_at,
+                              transaction_id, subscription_id, properties, received_at)
+    SELECT %(org)s, customer_id, metric_code, occurred_at, transaction_id, subscription_id,
+           properties, %(now)s
+    FROM fresh WHERE quarantine IS NULL
+), held AS (
+    INSERT INTO usage_quarantine (id, organization_id, transaction_id, reason,
+                                  customer_external_id, subscription_id, metric_code,
+                                  occurred_at, properties, received_at)
+    SELECT 'evq_' || replace(gen_random_uuid()::text, '-', ''), %(org)s, transaction_id,
+           quarantine, customer_external_id, subscription_id, metric_code, occurred_at,
+           properties, %(now)s
+    FROM fresh WHERE quarantine IS NOT NULL
+), spans AS (
+    SELECT customer_id, subscription_id, min(occurred_at) AS first_at,
+           max(occurred_at) AS last_at
+    FROM fresh WHERE quarantine IS NULL GROUP BY customer_id, subscription_id
+), late AS (
+    INSERT INTO late_usage_periods (subscription_id, period_start, organization_id,
+                                    period_end, detected_at)
+    SELECT DISTINCT spi.subscription_id, spi.period_start, %(org)s, spi.period_end, %(now)s
+    FROM spans
+    JOIN subscriptions s ON s.customer_id = spans.customer_id
+        AND (spans.subscription_id IS NULL OR s.id = spans.subscription_id)
+    JOIN subscription_period_invoices spi ON spi.subscription_id = s.id
+        AND spi.timing = 'in_arrears'
+        AND spi.period_start <= spans.last_at AND spi.period_end > spans.first_at
+    ON CONFLICT DO NOTHING
+    RETURNING subscription_id
+)
+SELECT 'c', transaction_id FROM claimed
+UNION ALL SELECT 'l', subscription_id FROM late
+"""
+
+_EXISTING = """
+SELECT k.transaction_id, k.fingerprint FROM tb_ingest t
+JOIN usage_event_keys k ON k.organization_id = %(org)s AND k.transaction_id = t.transaction_id
+"""
+
+_COPY = (
+    "COPY tb_ingest (transaction_id, fingerprint, customer_id, customer_external_id, "
+    "subscription_id, metric_code, occurred_at, properties, quarantine) FROM STDIN"
+)
+
+_staged_connections: set[int] = set()
+_staged_lock = threading.Lock()
+
+
+def _write_postgresql(
+    session: Session,
+    org_id: str,
+    events: list[_Event],
+    now: datetime,
+    outcomes: list[EventOutcome | None],
+) -> int:
+    import orjson
+
+    connection = session.connection()
+    raw = connection.connection.driver_connection
+    info = connection.connection.info
+    if not info.get("tb_ingest"):
+        raw.execute(_STAGE)
+        info["tb_ingest"] = True
+    dumps = orjson.dumps
+    with raw.cursor() as cursor:
+        with cursor.copy(_COPY) as copy:
+            write = copy.write_row
+            for e in events:
+                if e.rejected is not None:
+                    continue
+                write(
+                    (
+                        e.transaction_id,
+                        e.fingerprint,
+                        e.customer_id,
+                        e.customer,
+                        e.subscription_id,
+                        e.metric_code,
+                        e.occurred_at,
+                        dumps(e.properties).decode(),
+                        e.quarantine,
+                    )
+                )
+        cursor.execute(_CLAIM, {"org": org_id, "now": now})
+        new_ids: set[str] = set()
+        late = 0
+        for kind, value in cursor.fetchall():
+            if kind == "c":
+                new_ids.add(value)
+            else:
+                late += 1
+        existing: dict[str, bytes] = {}
+        if len(new_ids) < sum(1 for e in events if e.rejected is None):
+            cursor.execute(_EXISTING, {"org": org_id})
+            existing = {tid: bytes(fp) for tid, fp in cursor.fetchall()}
+    _finish(events, new_ids, existing, outcomes)
+    return late
+
+
+def _write_sqlite(
+    session: Session,
+    org_id: str,
+    events: list[_Event],
+    now: datetime,
+    outcomes: list[EventOutcome | None],
+) -> int:
+    existing: dict[str, bytes] = {}
+    ids = [e.transaction_id for e in events]
+    for chunk in _chunks(ids, 500):
+        existing.update(
+            session.execute(
+                select(UsageEventKey.transaction_id, UsageEventKey.fingerprint).where(
+                    UsageEventKey.organization_id == org_id,
+                    UsageEventKey.transaction_id.in_(chunk),
+                )
+            ).all()
+        )
+    claimable = [e for e in events if e.transaction_id not in existing and e.rejected is None]
+    if claimable:
+        session.execute(
+            UsageEventKey.__table__.insert(),
+            [
+                {
+                    "organization_id": org_id,
+                    "transaction_id": e.transaction_id,
+                    "fingerprint": e.fingerprint,
+                }
+                for e in claimable
+            ],
+        )
+        store_events(session, org_id, [e for e in claimable if e.quarantine is None], now)
+        held = [e for e in claimable if e.quarantine is not None]
+        if held:
+            session.execute(
+                QuarantinedEvent.__table__.insert(),
+                [
+                    {
+                        "id": new_id("evq"),
+                        "organization_id": org_id,
+                        "transaction_id": e.transaction_id,
+                        "reason": e.quarantine,
+                        "customer_external_id": e.customer,
+                        "subscription_id": e.subscription_id,
+                        "metric_code": e.metric_code,
+                        "occurred_at": e.occurred_at,
+                        "properties": e.properties,
+                        "received_at": now,
+                    }
+                    for e in held
+                ],
+            )
+    _finish(events, {e.transaction_id for e in claimable}, existing, outcomes)
+    return mark_late(
+        session,
+        org_id,
+        [
+            (e.customer_id, e.subscription_id, e.occurred_at)
+            for e in claimable
+            if e.quarantine is None and e.customer_id is not None
+        ],
+        now,
+    )
+
+
+def store_events(session: Session, org_id: str, events: Iterable[Any], now: datetime) -> None:
+    rows = [
+        {
+            "organization_id": org_id,
+            "customer_id": e.customer_id,
+            "metric_code": e.metric_code,
+            "occurred_at": e.occurred_at,
+            "transaction_id": e.transaction_id,
+            "subscription_id": e.subscription_id,
+            "properties": e.properties,
+            "received_at": now,
+        }
+        for e in events
+    ]
+    if rows:
+        session.execute(UsageEvent.__table__.insert(), rows)
+
+
+def mark_late(
+    session: Session,
+    org_id: str,
+    events: Sequence[tuple[str, str | None, datetime]],
+    now: datetime,
+) -> int:
+    """Mark rated usage periods that these (customer, subscription, instant) events fall in."""
+    if not events:
+        return 0
+    customers = sorted({c for c, _, _ in events})
+    earliest = min(at for _, _, at in events)
+    candidates: dict[str, list[tuple[str, datetime, datetime]]] = {}
+    for chunk in _chunks(customers, 500):
+        rows = session.execute(
+            select(
+                Subscription.customer_id,
+                Subscription.id,
+                SubscriptionPeriodInvoice.period_start,
+                SubscriptionPeriodInvoice.period_end,
+            )
+            .join(
+                SubscriptionPeriodInvoice,
+                SubscriptionPeriodInvoice.subscription_id == Subscription.id,
+            )
+            .where(
+                Subscription.organization_id == org_id,
+                Subscription.customer_id.in_(chunk),
+                SubscriptionPeriodInvoice.timing == "in_arrears",
+                SubscriptionPeriodInvoice.period_end > earliest,
+            )
+        ).tuples()
+        for customer_id, sub_id, start, end in rows:
+            candidates.setdefault(customer_id, []).append((sub_id, start, end))
+    marks: set[tuple[str, datetime, datetime]] = set()
+    for customer_id, subscription_id, at in events:
+        for sub_id, start, end in candidates.get(customer_id, ()):
+            if start <= at < end and subscription_id in (None, sub_id):
+                marks.add((sub_id, start, end))
+    if not marks:
+        return 0
+    rows_to_add = [
+        {
+            "subscription_id": sub_id,
+            "period_start": start,
+            "organization_id": org_id,
+            "period_end": end,
+            "detected_at": now,
+        }
+        for sub_id, start, end in sorted(marks)
+    ]
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement = pg_insert(LateUsagePeriod).on_conflict_do_nothing()
+    else:
+        statement = sqlite_insert(LateUsagePeriod).on_conflict_do_nothing()
+    session.execute(statement, rows_to_add)
+    return len(marks)
+
+
+# Monthly partitions of usage_events known to exist, per database URL.
+_partitions: dict[str, set[tuple[int, int]]] = {}
+_partitions_lock = threading.Lock()
+
+
+def partition_name(year: int, month: int) -> str:
+    return f"usage_events_y{year:04d}m{month:02d}"
+
+
+def ensure_partitions(db: Database, months: Iterable[tuple[int, int]]) -> None:
+    """Create the monthly partitions these events need (PostgreSQL), once per process."""
+    with _partitions_lock:
+        known = _partitions.setdefault(db.url, set())
+        missing = sorted(set(months) - known)
+        if not missing:
+            return
+        with db.engine.begin() as connection:
+            # One creator at a time across processes; IF NOT EXISTS makes a repeat harmless.
+            connection.execute(text("SELECT pg_advisory_xact_lock(7325001)"))
+            for year, month in missing:
+                following = (year + month // 12, month % 12 + 1)
+                connection.execute(
+                    text(
+                        f"CREATE TABLE IF NOT EXISTS {partition_name(year, month)} "
+                        "PARTITION OF usage_events FOR VALUES "
+                        f"FROM ('{year:04d}-{month:02d}-01 00:00:00+00') "
+                        f"TO ('{following[0]:04d}-{following[1]:02d}-01 00:00:00+00')"
+                    )
+                )
+        known.update(missing)
+
+
+def forget_partitions(db: Database) -> None:
+    """For tests that drop and recreate a database under the same URL."""
+    with _partitions_lock:
+        _partitions.pop(db.url, None)
+
+
+# --- quarantine -------------------------------------------------------------------------------
+
+
+def list_quarantine(
+    db: Database, actor: Actor, *, limit: int = 100, after: str | None = None
+) -> tuple[list[QuarantinedEvent], str | None]:
+    from tallybook.services.base import keyset_page
+
+    with db.reading() as session:
+        query = select(QuarantinedEvent).where(
+            QuarantinedEvent.organization_id == actor.organization_id
+        )
+        return keyset_page(session, query, QuarantinedEvent, limit, after)
+
+
+def release_quarantine(
+    session: Session,
+    org_id: str,
+    *,
+    customer_external_id: str | None = None,
+    metric_code: str | None = None,
+    now: datetime | None = None,
+) -> int:
+    """Move quarantined events whose customer and metric now exist into the event store.
+
+    Runs in the caller's transaction (creating a customer or a metric, or a clerk's
+    reprocess). An event the metric cannot measure stays, with that reason.
+    """
+    now = now or utcnow()
+    query = select(QuarantinedEvent).where(QuarantinedEvent.organization_id == org_id)
+    if customer_external_id is not None:
+        query = query.where(QuarantinedEvent.customer_external_id == customer_external_id)
+    if metric_code is not None:
+        query = query.where(QuarantinedEvent.metric_code == metric_code)
+    held = list(session.scalars(query.order_by(QuarantinedEvent.id).with_for_update()))
+    if not held:
+        return 0
+    metrics = load_metrics(session, org_id, {h.metric_code for h in held})
+    externals = {h.customer_external_id for h in held if h.customer_external_id}
+    by_external: dict[str, str] = {}
+    for chunk in _chunks(sorted(externals), 500):
+        by_external.update(
+            session.execute(
+                select(Customer.external_id, Customer.id).where(
+                    Customer.organization_id == org_id, Customer.external_id.in_(chunk)
+                )
+            ).all()
+        )
+    released: list[_Event] = []
+    for row in held:
+        if row.subscription_id is not None:
+            customer_id = session.scalar(
+                select(Subscription.customer_id).where(
+                    Subscription.id == row.subscription_id,
+                    Subscription.organization_id == org_id,
+                )
+            )
+        else:
+            customer_id = by_external.get(row.customer_external_id or "")
+        metric = metrics.get(row.metric_code)
+        if customer_id is None:
+            row.reason = f"customer {row.customer_external_id} does not exist yet"
+            continue
+        if metric is None:
+            row.reason = f"metric {row.metric_code} does not exist yet"
+            continue
+        reason = metric.check_event(row.properties)
+        if reason is not None:
+            row.reason = reason
+            continue
+        released.append(
+            _Event(
+                0,
+                row.transaction_id,
+                row.customer_external_id,
+                row.subscription_id,
+                row.metric_code,
+                row.occurred_at,
+                row.properties,
+                b"",
+                customer_id=customer_id,
+            )
+        )
+        session.delete(row)
+    session.flush()
+    store_events(session, org_id, released, now)
+    mark_late(
+        session,
+        org_id,
+        [(e.customer_id, e.subscription_id, e.occurred_at) for e in released],  # type: ignore[misc]
+        now,
+    )
+    return len(released)
+
+
+def reprocess_quarantine(db: Database, actor: Actor) -> int:
+    """A clerk's 'try again': release every quarantined event that can now be attributed."""
+    actor.require(*WRITERS, action="reprocess quarantined events")
+    with db.transaction() as session:
+        return release_quarantine(session, actor.organization_id)
