@@ -329,11 +329,14 @@ def init(
 def serve(
     host: Annotated[str, typer.Option("--host", help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Worker processes (one per CPU core).")
+    ] = 1,
 ) -> None:
     """Run the HTTP API (uvicorn) on the database of TALLYBOOK_DATABASE_URL."""
     import uvicorn
 
-    uvicorn.run("tallybook.api.app:create_app", factory=True, host=host, port=port)
+    uvicorn.run("tallybook.api.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @command(app, "demo")

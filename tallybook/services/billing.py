@@ -967,7 +967,7 @@ def _usage_owners(
             _among(session, Subscription.customer_id, customer_ids),
         )
         .order_by(Subscription.customer_id, Subscription.start_at, Subscription.id)
-    ).tuples()
+    )
     for customer_id, sub_id, plan_id in rows:
         for code in ctx.catalog.plans[plan_id].price_codes:
             versions = ctx.catalog.prices.get(code)

@@ -298,7 +298,7 @@ def _resolve(session: Session, org_id: str, events: list[_Event]) -> None:
                 select(Subscription.id, Subscription.customer_id, Customer.external_id)
                 .join(Customer, Customer.id == Subscription.customer_id)
                 .where(Subscription.organization_id == org_id, Subscription.id.in_(chunk))
-            ).tuples()
+            )
             subs.update((sid, (cid, ext)) for sid, cid, ext in rows)
     for event in events:
         if event.subscription_id is not None:
@@ -604,7 +604,7 @@ def mark_late(
                 SubscriptionPeriodInvoice.timing == "in_arrears",
                 SubscriptionPeriodInvoice.period_end > earliest,
             )
-        ).tuples()
+        )
         for customer_id, sub_id, start, end in rows:
             candidates.setdefault(customer_id, []).append((sub_id, start, end))
     marks: set[tuple[str, datetime, datetime]] = set()
