@@ -2,6 +2,11 @@
 SQLite file or PostgreSQL database; the last line printed is one JSON object with the figures.
 
     python bench/billing_run.py --customers 10000 --db sqlite|postgres [--batch-size 2000]
+        [--events-per-customer 100]
+
+With --events-per-customer every plan also bills API calls (a graduated price on a sum
+metric) and each customer gets that many usage events in the period the run rates in arrears;
+they are loaded with COPY (PostgreSQL) before the clock starts, and the run aggregates them.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from sqlalchemy import create_engine, insert, text
 from tallybook.config import normalise_database_url
 from tallybook.db.engine import upgrade_database
 from tallybook.db.models import Customer, Subscription, SubscriptionChange, new_id
-from tallybook.services import billing, catalog, organizations
+from tallybook.services import billing, catalog, metering, organizations
 from tallybook.services.base import Actor, Database, Role
 
 DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -111,10 +116,35 @@ def setup_catalog(db: Database) -> tuple[Actor, dict[str, str]]:
                 "effective_from": since,
             },
         )
+    metering.create_metric(
+        db, actor, {"code": "api_calls", "name": "API calls", "aggregation": "sum", "field": "n"}
+    )
+    calls = catalog.create_product(
+        db, actor, {"code": "api", "name": "API calls", "unit_label": "calls"}
+    )
+    catalog.create_price(
+        db,
+        actor,
+        {
+            "code": "api-calls",
+            "product_id": calls.id,
+            "currency": "EUR",
+            "kind": "usage",
+            "metric_code": "api_calls",
+            "terms": {
+                "model": "graduated",
+                "tiers": [
+                    {"up_to": "1000", "unit_price": "0"},
+                    {"up_to": None, "unit_price": "0.002"},
+                ],
+            },
+            "effective_from": since,
+        },
+    )
     plans = {}
     for code, prices in (
-        ("team", ["platform", "seats-per-unit"]),
-        ("scale", ["platform", "seats-graduated"]),
+        ("team", ["platform", "seats-per-unit", "api-calls"]),
+        ("scale", ["platform", "seats-graduated", "api-calls"]),
     ):
         plans[code] = catalog.create_plan(
             db,
@@ -209,7 +239,58 @@ def bulk_customers(db: Database, actor: Actor, plans: dict[str, str], count: int
         log(f"inserted {offset + len(customer_rows)}/{count} customers and subscriptions")
 
 
-def run(customers: int, backend: str, batch_size: int) -> dict[str, Any]:
+def bulk_events(db: Database, actor: Actor, per_customer: int) -> int:
+    """`per_customer` usage events for each customer inside its December-to-January period."""
+    import random
+
+    from tallybook.services.events import ensure_partitions
+
+    ensure_partitions(db, {(2025, 11), (2025, 12), (2026, 1)})
+    rng = random.Random(7)
+    org_id = actor.organization_id
+    received = datetime(2026, 1, 31, tzinfo=UTC).isoformat()
+    total = 0
+    with db.engine.connect() as connection:
+        customers = connection.execute(
+            text(
+                "SELECT c.id, s.start_at FROM customers c JOIN subscriptions s "
+                "ON s.customer_id = c.id WHERE c.organization_id = :org ORDER BY c.id"
+            ),
+            {"org": org_id},
+        ).all()
+        raw = connection.connection.driver_connection
+        with raw.cursor() as cursor:
+            with cursor.copy(
+                "COPY usage_events (organization_id, customer_id, metric_code, occurred_at, "
+                "transaction_id, subscription_id, properties, received_at) FROM STDIN"
+            ) as copy:
+                lines: list[str] = []
+                for customer_id, start_at in customers:
+                    base = int(start_at.timestamp())
+                    for k in range(per_customer):
+                        # Within the first 28 days of the customer's period.
+                        at = datetime.fromtimestamp(base + rng.randrange(2_419_200), UTC)
+                        lines.append(
+                            f"{org_id}\t{customer_id}\tapi_calls\t{at.isoformat()}\t"
+                            f'{customer_id}-{k}\t\\N\t{{"n": {rng.randint(1, 100)}}}\t'
+                            f"{received}\n"
+                        )
+                    if len(lines) >= 100_000:
+                        copy.write("".join(lines))
+                        total += len(lines)
+                        lines.clear()
+                        if total % 1_000_000 < 100_000:
+                            log(f"loaded {total} usage events")
+                copy.write("".join(lines))
+                total += len(lines)
+        connection.commit()
+        connection.execute(text("ANALYZE usage_events"))
+        connection.commit()
+    log(f"loaded {total} usage events")
+    return total
+
+
+def run(customers: int, backend: str, batch_size: int, events: int = 0) -> dict[str, Any]:
     database = sqlite_database() if backend == "sqlite" else postgres_database()
     with database as url:
         upgrade_database(url)
@@ -218,6 +299,11 @@ def run(customers: int, backend: str, batch_size: int) -> dict[str, Any]:
             started = time.perf_counter()
             actor, plans = setup_catalog(db)
             bulk_customers(db, actor, plans, customers)
+            loaded = 0
+            if events:
+                if backend != "postgres":
+                    raise SystemExit("--events-per-customer needs --db postgres")
+                loaded = bulk_events(db, actor, events)
             log(
                 f"set-up took {time.perf_counter() - started:.1f} s; billing as of "
                 f"{AS_OF.isoformat()} in batches of {batch_size}"
@@ -257,6 +343,8 @@ def run(customers: int, backend: str, batch_size: int) -> dict[str, Any]:
         "invoices_per_s": round(result.invoices_created / seconds, 1) if seconds else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "db": backend,
+        "usage_events": loaded,
+        "lines": result.lines_created,
     }
 
 
@@ -265,10 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--batch-size", type=int, default=2000)
+    parser.add_argument("--events-per-customer", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.customers < 1 or args.batch_size < 1:
+    if args.customers < 1 or args.batch_size < 1 or args.events_per_customer < 0:
         parser.error("--customers and --batch-size must be at least 1")
-    figures = run(args.customers, args.db, args.batch_size)
+    figures = run(args.customers, args.db, args.batch_size, args.events_per_customer)
     print(json.dumps(figures), flush=True)
     return 0
 

@@ -1,0 +1,280 @@
+"""Usage event files: stream an NDJSON or CSV file of any size through event ingestion.
+
+The file is read and parsed a chunk at a time (never whole). Each chunk goes through
+`events.ingest_events` (COPY on PostgreSQL) on one worker thread while the next chunk is being
+parsed, so reading and writing overlap; at most two chunks are in flight. Every event is
+answered as in a batch; rejected events are reported by their place in the file: the line
+number for NDJSON, the data row number for CSV (the first row after the header is row 1).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import heapq
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from tallybook.services import events
+from tallybook.services.base import WRITERS, Actor, Database, InvalidInput
+from tallybook.services.events import REJECTED, EventOutcome, IngestResult
+
+FORMATS = ("ndjson", "csv")
+SUFFIXES = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv"}
+# Rejected events kept for the report; the counts cover all of them.
+KEEP_REJECTED = 1000
+# CSV columns that are the event's own fields; every other column is a property.
+EVENT_COLUMNS = frozenset({"transaction_id", "customer", "subscription_id", "metric", "timestamp"})
+_BOM = codecs.BOM_UTF8
+_IN_BATCH = re.compile(r"event (\d+) of this batch")
+
+
+def detect_format(path: Path, format: str | None = None) -> str:
+    """ndjson or csv: as given, else from the file name's suffix."""
+    if format is not None:
+        chosen = format.strip().lower()
+        if chosen == "jsonl":
+            chosen = "ndjson"
+        if chosen not in FORMATS:
+            raise InvalidInput("format: must be ndjson or csv", field="format")
+        return chosen
+    found = SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise InvalidInput(
+            f"format: cannot tell the format of {path.name} from its name; give ndjson or csv",
+            field="format",
+        )
+    return found
+
+
+def position_label(format: str) -> str:
+    """What an outcome's index counts in a file of this format."""
+    return "row" if format == "csv" else "line"
+
+
+@dataclass
+class _Chunk:
+    """Up to chunk_size records of the file, with where each came from."""
+
+    events: list[Any] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    # Records rejected before ingestion (not JSON, a malformed row), in file order.
+    unreadable: list[EventOutcome] = field(default_factory=list)
+    bytes_read: int = 0
+
+    def __len__(self) -> int:
+        return len(self.events) + len(self.unreadable)
+
+
+# A record of the file: (position, the event as sent or None, why it is unreadable or None).
+_Record = tuple[int, Any, str | None]
+
+
+class _Source:
+    """Reads records from a binary stream, counting the bytes read for progress."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+        self.bytes_read = 0
+
+    def _lines(self) -> Iterator[tuple[int, bytes]]:
+        for number, line in enumerate(self.stream, start=1):
+            self.bytes_read += len(line)
+            if number == 1 and line.startswith(_BOM):
+                line = line[len(_BOM) :]
+            yield number, line
+
+    def records(self) -> Iterator[_Record]:
+        raise NotImplementedError
+
+
+class _NdjsonSource(_Source):
+    def records(self) -> Iterator[_Record]:
+        loads = orjson.loads
+        first = True
+        for number, line in self._lines():
+            if not line.strip():
+                continue
+            if first and line.lstrip().startswith(b"["):
+                raise InvalidInput(
+                    "file: this is a JSON array; give one event object per line (NDJSON)",
+                    field="file",
+                )
+            first = False
+            try:
+                raw = loads(line)
+            except orjson.JSONDecodeError as error:
+                yield number, None, f"event: not valid JSON ({error.msg} at column {error.colno})"
+                continue
+            yield number, raw, None
+
+
+class _CsvSource(_Source):
+    def __init__(self, stream: BinaryIO) -> None:
+        super().__init__(stream)
+        self.not_utf8: set[int] = set()
+
+    def _text(self) -> Iterator[str]:
+        for number, line in self._lines():
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError:
+                self.not_utf8.add(number)
+                yield line.decode("utf-8", "replace")
+
+    def records(self) -> Iterator[_Record]:
+        reader = csv.reader(self._text())
+        header = next(reader, None)
+        if header is None:
+            return
+        names = _header(header)
+        width = len(names)
+        row = 0
+        while True:
+            before = reader.line_num
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                row += 1
+                yield row, None, f"row: not readable as CSV ({error})"
+                continue
+            row += 1
+            if not cells:
+                continue
+            if any(n in self.not_utf8 for n in range(before + 1, reader.line_num + 1)):
+                yield row, None, "row: not UTF-8 text"
+                continue
+            if len(cells) > width:
+                yield row, None, f"row: {len(cells)} cells, but the header names {width} columns"
+                continue
+            event: dict[str, Any] = {}
+            properties: dict[str, str] = {}
+            for name, cell in zip(names, cells, strict=False):
+                if cell == "":
+                    continue
+                if name in EVENT_COLUMNS:
+                    event[name] = cell
+                else:
+                    properties[name] = cell
+            stamp = event.get("timestamp")
+            if stamp is not None and stamp.strip().isascii() and stamp.strip().isdigit():
+                event["timestamp"] = int(stamp)
+            if properties:
+                event["properties"] = properties
+            yield row, event, None
+
+
+def _header(cells: list[str]) -> list[str]:
+    names = [cell.strip() for cell in cells]
+    for position, name in enumerate(names, start=1):
+        if not name:
+            raise InvalidInput(f"header: column {position} has no name", field="header")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InvalidInput(f"header: column {repeated[0]!r} appears twice", field="header")
+    for required in ("transaction_id", "metric", "timestamp"):
+        if required not in names:
+            raise InvalidInput(f"header: the file needs a {required} column", field="header")
+    if "customer" not in names and "subscription_id" not in names:
+        raise InvalidInput(
+            "header: the file needs a customer or a subscription_id column", field="header"
+        )
+    return names
+
+
+def _chunks(source: _Source, size: int) -> Iterator[_Chunk]:
+    chunk = _Chunk()
+    for position, raw, unreadable in source.records():
+        if unreadable is not None:
+            chunk.unreadable.append(EventOutcome(position, None, REJECTED, unreadable))
+        else:
+            chunk.events.append(raw)
+            chunk.positions.append(position)
+        if len(chunk) >= size:
+            chunk.bytes_read = source.bytes_read
+            yield chunk
+            chunk = _Chunk()
+    if len(chunk):
+        chunk.bytes_read = source.bytes_read
+        yield chunk
+
+
+def _in_file(outcome: EventOutcome, positions: list[int], label: str) -> EventOutcome:
+    """An outcome numbered by its place in the chunk, renumbered by its place in the file."""
+    reason = outcome.reason
+    if reason is not None and "of this batch" in reason:
+        reason = _IN_BATCH.sub(
+            lambda m: f"{label} {positions[int(m.group(1))]} of this file", reason
+        )
+    return replace(outcome, index=positions[outcome.index], reason=reason)
+
+
+def import_events_file(
+    db: Database,
+    actor: Actor,
+    path: Path,
+    *,
+    format: str | None = None,
+    progress: Callable[[int], None] | None = None,
+    chunk_size: int = 10_000,
+) -> IngestResult:
+    """Ingest every event of an NDJSON or CSV file; the first 1,000 rejections itemised.
+
+    `progress(bytes_read)` is called as each chunk is written. Chunks already written stay
+    written if a later one fails; importing the file again only adds what is missing, since
+    events already received answer as duplicates.
+    """
+    actor.require(*WRITERS, action="send usage events")
+    if not 1 <= chunk_size <= events.MAX_BATCH:
+        raise InvalidInput(
+            f"chunk_size: between 1 and {events.MAX_BATCH} events", field="chunk_size"
+        )
+    kind = detect_format(path, format)
+    label = position_label(kind)
+    try:
+        stream = path.open("rb")
+    except OSError as error:
+        raise InvalidInput(
+            f"file: cannot read {path}: {error.strerror or error}", field="file"
+        ) from None
+    source: _Source = _CsvSource(stream) if kind == "csv" else _NdjsonSource(stream)
+    result = IngestResult()
+    reported = -1
+
+    def collect(chunk: _Chunk, future: Future[IngestResult] | None) -> None:
+        nonlocal reported
+        part = future.result() if future is not None else IngestResult()
+        written = [_in_file(o, chunk.positions, label) for o in part.outcomes]
+        part.outcomes = list(heapq.merge(written, chunk.unreadable, key=lambda o: o.index))
+        part.rejected += len(chunk.unreadable)
+        result.add(part, keep=KEEP_REJECTED)
+        if progress is not None:
+            progress(chunk.bytes_read)
+            reported = chunk.bytes_read
+
+    with stream, ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-import") as worker:
+        # One chunk is written on the worker while the next is parsed here; waiting for the
+        # previous chunk before submitting the next keeps results in order and memory flat.
+        pending: tuple[_Chunk, Future[IngestResult] | None] | None = None
+        for chunk in _chunks(source, chunk_size):
+            if pending is not None:
+                collect(*pending)
+            future = (
+                worker.submit(events.ingest_events, db, actor, chunk.events, detail=False)
+                if chunk.events
+                else None
+            )
+            pending = (chunk, future)
+        if pending is not None:
+            collect(*pending)
+    if progress is not None and reported != source.bytes_read:
+        progress(source.bytes_read)
+    return result
