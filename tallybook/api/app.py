@@ -1,6 +1,7 @@
 """The FastAPI application: routes under /v1, key authentication, problem details."""
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -19,9 +20,12 @@ from tallybook.services import (
     catalog,
     contracts,
     credit_notes,
+    current_usage,
     customers,
     events,
     invoices,
+    late_usage,
+    metering,
     organizations,
     subscriptions,
 )
@@ -189,6 +193,20 @@ def create_app(db: Database | None = None) -> FastAPI:
     def post_price_version(code: str, body: s.PriceVersionIn, who: Who, idem: Idem = None) -> dict:
         row = catalog.new_price_version(database, who, code, body.terms, body.effective_from)
         return render.row(row, render.PRICE)
+
+    @v1.post("/metrics", status_code=201, tags=["usage"], summary="Create a billable metric")
+    def post_metric(body: s.MetricIn, who: Who, idem: Idem = None) -> dict:
+        return render.row(metering.create_metric(database, who, body.values()), render.METRIC)
+
+    @v1.get("/metrics", tags=["usage"], summary="List billable metrics")
+    def get_metrics(who: Who) -> dict:
+        return {
+            "data": [render.row(m, render.METRIC) for m in metering.list_metrics(database, who)]
+        }
+
+    @v1.get("/metrics/{metric_id}", tags=["usage"], summary="Get a billable metric")
+    def get_metric(metric_id: str, who: Who) -> dict:
+        return render.row(metering.get_metric(database, who, metric_id), render.METRIC)
 
     @v1.post("/plans", status_code=201, tags=["catalog"])
     def post_plan(body: s.PlanIn, who: Who, idem: Idem = None) -> dict:
@@ -544,6 +562,56 @@ def create_app(db: Database | None = None) -> FastAPI:
             raise InvalidInput(reason, field=field)
         status = 201 if outcome.status == events.ACCEPTED else 200
         return json_response(outcome.to_dict(), status)
+
+    @v1.get(
+        "/events/quarantine",
+        tags=["usage"],
+        summary="Accepted events waiting for their customer or metric, with the reason",
+    )
+    def get_quarantine(who: Who, limit: Limit = 50, cursor: Cursor = None) -> dict:
+        rows, next_cursor = events.list_quarantine(database, who, limit=limit, after=cursor)
+        return listing(rows, next_cursor, lambda r: render.row(r, render.QUARANTINED_EVENT))
+
+    @v1.post(
+        "/events/quarantine/reprocess",
+        tags=["usage"],
+        summary="Release every quarantined event whose customer and metric now exist",
+    )
+    def post_reprocess(who: Who, idem: Idem = None) -> dict:
+        return {"released": events.reprocess_quarantine(database, who)}
+
+    @v1.get(
+        "/customers/{customer_id}/current-usage",
+        tags=["usage"],
+        summary="Usage to date in each open period and what it would bill now (before tax)",
+    )
+    def get_current_usage(
+        customer_id: str,
+        who: Who,
+        at: Annotated[
+            datetime | None, Query(description="ISO 8601 date-time with offset (default now)")
+        ] = None,
+    ) -> dict:
+        if at is not None and at.tzinfo is None:
+            raise InvalidInput("at: give a time zone offset (Z for UTC)", field="at")
+        return current_usage.current_usage(database, who, customer_id, at)
+
+    @v1.get(
+        "/usage/late-periods",
+        tags=["usage"],
+        summary="Rated periods that received late events and wait to be re-rated or billed",
+    )
+    def get_late_periods(who: Who) -> dict:
+        return {
+            "data": [
+                {
+                    "subscription_id": sub,
+                    "period_start": start.isoformat(),
+                    "period_end": end.isoformat(),
+                }
+                for sub, start, end in late_usage.late_periods(database, who)
+            ]
+        }
 
     app.include_router(v1)
     # Documentation-only models of the event routes, which parse their bodies themselves.

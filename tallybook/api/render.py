@@ -68,8 +68,33 @@ PRICE = (
     "interval_count",
     "timing",
     "terms",
+    "metric_code",
+    "usage_filters",
+    "group_by",
     "effective_from",
     "created_at",
+)
+METRIC = (
+    "id",
+    "code",
+    "name",
+    "description",
+    "aggregation",
+    "field",
+    "filters",
+    "weighted_unit",
+    "created_at",
+)
+QUARANTINED_EVENT = (
+    "id",
+    "transaction_id",
+    "reason",
+    "customer_external_id",
+    "subscription_id",
+    "metric_code",
+    "occurred_at",
+    "properties",
+    "received_at",
 )
 PLAN = (
     "id",
@@ -245,6 +270,7 @@ ORGANIZATION = (
     "invoice_number_pattern",
     "credit_note_number_pattern",
     "debit_note_number_pattern",
+    "usage_grace_days",
     "created_at",
 )
 

@@ -105,11 +105,35 @@ class PriceIn(Body):
     interval: Literal["day", "week", "month", "quarter", "year"] = "month"
     interval_count: int = 1
     effective_from: datetime | None = None
+    metric_code: str | None = Field(default=None, description="usage prices: the metric billed")
+    usage_filters: dict[str, str | list[str]] | None = Field(
+        default=None,
+        description='usage prices: only events with these properties, e.g. {"region": "eu"}',
+    )
+    group_by: list[str] | None = Field(
+        default=None, description="usage prices: one line per value of these properties"
+    )
 
 
 class PriceVersionIn(Body):
     terms: dict[str, Any]
     effective_from: datetime | None = None
+
+
+class MetricIn(Body):
+    code: str = Field(min_length=1, max_length=100, description="what events name in `metric`")
+    name: str | None = Field(default=None, max_length=300, description="default: the code")
+    description: str | None = None
+    aggregation: Literal["count", "sum", "max", "unique_count", "latest", "weighted_sum"]
+    field: str | None = Field(
+        default=None, max_length=100, description="the property read (all but count)"
+    )
+    filters: dict[str, str | list[str]] | None = Field(
+        default=None, description='only events with these properties, e.g. {"region": ["eu"]}'
+    )
+    weighted_unit: Literal["second", "minute", "hour", "day"] | None = Field(
+        default=None, description="weighted_sum: the time unit (default hour)"
+    )
 
 
 class PlanIn(Body):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -29,8 +30,13 @@ from tallybook.services import (
     catalog,
     contracts,
     credit_notes,
+    current_usage,
     customers,
+    event_import,
+    events,
     invoices,
+    late_usage,
+    metering,
     organizations,
     subscriptions,
 )
@@ -66,6 +72,9 @@ charges_app = _group("charges", "One-off and time-and-materials charges for the 
 invoices_app = _group("invoices", "Drafts and issued invoices.")
 credit_notes_app = _group("credit-notes", "Credit notes against issued invoices.")
 debit_notes_app = _group("debit-notes", "Debit notes: further charges on issued invoices.")
+metrics_app = _group("metrics", "Billable metrics: what usage events add up to.")
+events_app = _group("events", "Usage events: send one, import a file, the quarantine.")
+usage_app = _group("usage", "Usage billing: late usage waiting to be re-rated or billed.")
 
 # -- shared options ----------------------------------------------------------------------------
 
@@ -294,6 +303,28 @@ def _invoice_label(invoice: Any) -> str:
 def _compact(values: dict[str, Any]) -> dict[str, Any]:
     """Only the options the user gave, so the services' defaults apply to the rest."""
     return {key: value for key, value in values.items() if value is not None}
+
+
+def _pairs(specs: list[str] | None, option: str) -> list[tuple[str, str]]:
+    """KEY=VALUE options, in the order given."""
+    pairs = []
+    for spec in specs or []:
+        key, sep, value = spec.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{option} {spec!r}: expected KEY=VALUE")
+        pairs.append((key, value))
+    return pairs
+
+
+def _filters(specs: list[str] | None, option: str) -> dict[str, list[str]] | None:
+    """--filter region=eu --filter region=us: {"region": ["eu", "us"]}."""
+    result: dict[str, list[str]] = {}
+    for key, value in _pairs(specs, option):
+        if not value:
+            raise ValueError(f"{option} {key}=: give the value to keep")
+        result.setdefault(key, []).append(value)
+    return result or None
 
 
 # -- organisation set-up -----------------------------------------------------------------------
@@ -616,7 +647,10 @@ def prices_create(
             '\'{"model": "per_unit", "amount": "10.00"}\'.',
         ),
     ],
-    kind: Annotated[str, typer.Option("--kind", help="recurring or usage.")] = "recurring",
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="recurring or usage (default: usage with --metric)."),
+    ] = None,
     timing: Annotated[
         str | None, typer.Option("--timing", help="in_advance or in_arrears (usage: in_arrears).")
     ] = None,
@@ -630,6 +664,22 @@ def prices_create(
             "--effective-from", help="ISO date-time the price applies from (default now)."
         ),
     ] = None,
+    metric: Annotated[
+        str | None, typer.Option("--metric", help="Usage prices: code of the metric billed.")
+    ] = None,
+    usage_filter: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--usage-filter",
+            help="Usage prices: only events with this property, KEY=VALUE (repeatable).",
+        ),
+    ] = None,
+    group_by: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--group-by", help="Usage prices: one line per value of this property (repeatable)."
+        ),
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -639,11 +689,14 @@ def prices_create(
             "code": code,
             "currency": currency,
             "terms": _json_object(terms, "--terms"),
-            "kind": kind,
+            "kind": kind or ("usage" if metric else "recurring"),
             "timing": timing,
             "interval": interval,
             "interval_count": interval_count,
             "effective_from": _instant(effective_from, "--effective-from"),
+            "metric_code": metric,
+            "usage_filters": _filters(usage_filter, "--usage-filter"),
+            "group_by": list(group_by) if group_by else None,
         }
     )
     with _session(api_key) as (db, actor):
@@ -674,7 +727,7 @@ def prices_list(
                 p.code,
                 p.version,
                 p.currency,
-                p.kind,
+                f"{p.kind} of {p.metric_code}" if p.metric_code else p.kind,
                 f"{p.interval_count} {p.interval_unit}",
                 p.timing,
                 _terms_text(p.terms),
@@ -1760,6 +1813,351 @@ def debit_notes_create(
         f"Debit note {note.number} issued ({note.id}): total "
         f"{format_minor(note.total_minor, note.currency)}, due {note.due_date}"
     )
+
+
+# -- usage: metrics, events, current usage -----------------------------------------------------
+
+
+def _metric_text(metric: Any) -> str:
+    return metering.to_metric(metric).describe()
+
+
+@command(metrics_app, "create")
+def metrics_create(
+    code: Annotated[str, typer.Option("--code", help="What events name in their metric field.")],
+    aggregation: Annotated[
+        str,
+        typer.Option(
+            "--aggregation",
+            help="count, sum, max, unique_count, latest or weighted_sum.",
+        ),
+    ],
+    name: Annotated[str | None, typer.Option("--name", help="Default: the code.")] = None,
+    field: Annotated[
+        str | None,
+        typer.Option("--field", help="The property it reads (every aggregation but count)."),
+    ] = None,
+    filter_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            help="Only events with this property, KEY=VALUE (repeatable; a key given again "
+            "adds an allowed value).",
+        ),
+    ] = None,
+    weighted_unit: Annotated[
+        str | None,
+        typer.Option("--weighted-unit", help="weighted_sum: second, minute, hour or day."),
+    ] = None,
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a billable metric; events already received for it are released."""
+    values = _compact(
+        {
+            "code": code,
+            "name": name,
+            "aggregation": aggregation,
+            "field": field,
+            "filters": _filters(filter_, "--filter"),
+            "weighted_unit": weighted_unit,
+            "description": description,
+        }
+    )
+    with _session(api_key) as (db, actor):
+        metric = metering.create_metric(db, actor, values)
+    if as_json:
+        _emit_json(render.row(metric, render.METRIC))
+        return
+    typer.echo(f"Metric {metric.code} ({_metric_text(metric)}) created: {metric.id}")
+
+
+@command(metrics_app, "list")
+def metrics_list(api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
+    """List billable metrics."""
+    with _session(api_key) as (db, actor):
+        rows = metering.list_metrics(db, actor)
+    if as_json:
+        _emit_json([render.row(m, render.METRIC) for m in rows])
+        return
+    _table(
+        ["ID", "Code", "Name", "Measures"],
+        [[m.id, m.code, m.name, _metric_text(m)] for m in rows],
+    )
+
+
+@command(events_app, "send")
+def events_send(
+    metric: Annotated[str, typer.Option("--metric", help="Metric code.")],
+    transaction_id: Annotated[
+        str,
+        typer.Option(
+            "--transaction-id",
+            help="Unique per organisation: sending the same event again is a harmless duplicate.",
+        ),
+    ],
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="The customer's external id.")
+    ] = None,
+    subscription: Annotated[
+        str | None, typer.Option("--subscription", help="Subscription id (instead of, or with).")
+    ] = None,
+    timestamp: Annotated[
+        str | None,
+        typer.Option(
+            "--timestamp", help="ISO 8601 date-time with offset, or Unix seconds (default now)."
+        ),
+    ] = None,
+    prop: Annotated[
+        list[str] | None,
+        typer.Option("--property", help="KEY=VALUE (repeatable); values are sent as text."),
+    ] = None,
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send one usage event: accepted, duplicate or rejected (exit code 1) with the reason."""
+    properties: dict[str, str] = {}
+    for key, value in _pairs(prop, "--property"):
+        if key in properties:
+            raise ValueError(f"--property {key}: given twice")
+        properties[key] = value
+    stamp: str | int = timestamp.strip() if timestamp else datetime.now(UTC).isoformat()
+    if isinstance(stamp, str) and stamp.isascii() and stamp.isdigit():
+        stamp = int(stamp)
+    event = _compact(
+        {
+            "transaction_id": transaction_id,
+            "customer": customer,
+            "subscription_id": subscription,
+            "metric": metric,
+            "timestamp": stamp,
+        }
+    )
+    event["properties"] = properties
+    with _session(api_key) as (db, actor):
+        outcome = events.ingest_events(db, actor, [event]).outcomes[0]
+    if as_json:
+        _emit_json({key: value for key, value in outcome.to_dict().items() if key != "index"})
+        if outcome.status == events.REJECTED:
+            raise typer.Exit(1)
+        return
+    if outcome.status == events.REJECTED:
+        _fail(f"rejected: event {transaction_id}: {outcome.reason}")
+    if outcome.status == events.DUPLICATE:
+        typer.echo(f"duplicate: event {transaction_id} was already received; nothing changed")
+    elif outcome.quarantined:
+        typer.echo(f"accepted: event {transaction_id} (quarantined: {outcome.quarantined})")
+    else:
+        typer.echo(f"accepted: event {transaction_id}")
+
+
+SHOWN_REJECTIONS = 20
+
+
+@command(
+    events_app,
+    "import",
+    help="Import a file of usage events of any size; exit code 1 if any event was rejected. "
+    "NDJSON: one event object per line. CSV: a header row; the columns transaction_id, "
+    "customer, subscription_id, metric and timestamp are the event's fields, every other "
+    "column is a property (empty cells are left out). Importing a file again is safe: events "
+    "already received count as duplicates.",
+)
+def events_import(
+    file: Annotated[Path, typer.Argument(help="NDJSON (one event per line) or CSV file.")],
+    format_: Annotated[
+        str | None,
+        typer.Option("--format", help="ndjson or csv (default: from the file name)."),
+    ] = None,
+    chunk_size: Annotated[
+        int, typer.Option("--chunk-size", min=1, max=events.MAX_BATCH, hidden=True)
+    ] = events.MAX_BATCH,
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import a file of usage events (NDJSON or CSV) of any size."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    kind = event_import.detect_format(file, format_)
+    label = event_import.position_label(kind)
+    try:
+        size = file.stat().st_size
+    except OSError as error:
+        raise ValueError(f"{file}: {error.strerror or error}") from None
+    console = Console(stderr=True)
+    with _session(api_key) as (db, actor):
+        with Progress(
+            TextColumn(f"Importing {file.name}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            # Only on a terminal: in a pipe or a log it would be noise.
+            disable=as_json or not console.is_terminal,
+        ) as progress:
+            task = progress.add_task("import", total=size)
+            started = time.perf_counter()
+            result = event_import.import_events_file(
+                db,
+                actor,
+                file,
+                format=kind,
+                chunk_size=chunk_size,
+                progress=lambda done: progress.update(task, completed=done),
+            )
+            seconds = time.perf_counter() - started
+    total = result.accepted + result.duplicates + result.rejected
+    rate = total / seconds if seconds > 0 else 0.0
+    rejected = [
+        _compact({label: o.index, "transaction_id": o.transaction_id, "reason": o.reason})
+        for o in result.outcomes
+    ]
+    if as_json:
+        _emit_json(
+            {
+                "file": str(file),
+                "format": kind,
+                "events": total,
+                **result.summary(),
+                "seconds": round(seconds, 3),
+                "events_per_second": round(rate),
+                "rejected_events": rejected,
+            }
+        )
+    else:
+        quarantined = f" ({result.quarantined} quarantined)" if result.quarantined else ""
+        typer.echo(
+            f"Imported {file.name}: {result.accepted} accepted{quarantined}, "
+            f"{result.duplicates} duplicates, {result.rejected} rejected in {seconds:.1f} s "
+            f"({rate:,.0f} events/s)"
+        )
+        if result.late_periods:
+            typer.echo(
+                f"Late usage: {result.late_periods} rated periods received events; "
+                "their drafts are re-rated (see `tallybook usage late`)"
+            )
+        for outcome in result.outcomes[:SHOWN_REJECTIONS]:
+            tid = f" ({outcome.transaction_id})" if outcome.transaction_id else ""
+            typer.echo(f"  {label} {outcome.index}{tid}: {outcome.reason}")
+        if result.rejected > SHOWN_REJECTIONS:
+            typer.echo(f"  ... and {result.rejected - SHOWN_REJECTIONS} more rejected")
+    if result.rejected:
+        raise typer.Exit(1)
+
+
+@command(events_app, "quarantine")
+def events_quarantine(
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many.")] = 100,
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List accepted events waiting for their customer or metric, with the reason."""
+    with _session(api_key) as (db, actor):
+        rows, more = events.list_quarantine(db, actor, limit=limit)
+    if as_json:
+        _emit_json([render.row(q, render.QUARANTINED_EVENT) for q in rows])
+        return
+    if not rows:
+        typer.echo("No events in quarantine.")
+        return
+    _table(
+        ["Transaction", "Customer", "Subscription", "Metric", "Occurred at", "Reason"],
+        [
+            [
+                q.transaction_id,
+                q.customer_external_id,
+                q.subscription_id,
+                q.metric_code,
+                q.occurred_at,
+                q.reason,
+            ]
+            for q in rows
+        ],
+    )
+    if more:
+        typer.echo(f"(the first {limit}; more with --limit)")
+
+
+@command(events_app, "reprocess")
+def events_reprocess(api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Release quarantined events whose customer and metric now exist."""
+    with _session(api_key) as (db, actor):
+        released = events.reprocess_quarantine(db, actor)
+    if as_json:
+        _emit_json({"released": released})
+        return
+    typer.echo(f"Released {released} quarantined events into billing.")
+
+
+@command(customers_app, "usage")
+def customers_usage(
+    customer_id: str,
+    at: Annotated[
+        str | None, typer.Option("--at", help="ISO date-time with offset (default now).")
+    ] = None,
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Usage to date in each open period and what it would bill now (before tax)."""
+    instant = _instant(at, "--at")
+    with _session(api_key) as (db, actor):
+        usage = current_usage.current_usage(db, actor, customer_id, instant)
+    if as_json:
+        _emit_json(usage)
+        return
+    currency = usage["currency"]
+    rows: list[list[Any]] = []
+    for sub in usage["subscriptions"]:
+        period = sub["period"]["label"]
+        if not sub["charges"]:
+            rows.append([sub["subscription_id"], period, "(no usage charges)", "", "", ""])
+        for charge in sub["charges"]:
+            rows.append(
+                [
+                    sub["subscription_id"],
+                    period,
+                    charge["description"],
+                    charge["quantity"],
+                    charge["events"],
+                    format_minor(charge["amount_minor"], currency),
+                ]
+            )
+    typer.echo(f"Current usage of {usage['customer_id']} as of {usage['as_of']}")
+    _table(
+        ["Subscription", "Period", "Charge", "Quantity", "Events", "Amount"],
+        rows,
+        right=("Quantity", "Events", "Amount"),
+    )
+    typer.echo(f"Total: {format_minor(usage['amount_minor'], currency)} ({usage['note']})")
+
+
+@command(usage_app, "late")
+def usage_late(api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Rated periods that received late events, waiting to be re-rated or billed."""
+    with _session(api_key) as (db, actor):
+        periods = late_usage.late_periods(db, actor)
+    if as_json:
+        _emit_json(
+            [
+                {"subscription_id": sub, "period_start": start, "period_end": end}
+                for sub, start, end in periods
+            ]
+        )
+        return
+    if not periods:
+        typer.echo("No late usage waiting.")
+        return
+    _table(["Subscription", "Period start", "Period end"], [list(p) for p in periods])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -179,6 +179,7 @@ def update_customer(
                 )
         _check_tax_ids(clean, clean.get("country", customer.country))
         before = _snapshot(customer)
+        old_external_id = customer.external_id
         for key, value in clean.items():
             setattr(customer, key, value)
         if customer.tax_exempt and customer.reverse_charge:
@@ -200,6 +201,12 @@ def update_customer(
             customer.id,
             {"before": before, "after": _snapshot(customer)},
         )
+        if customer.external_id and customer.external_id != old_external_id:
+            from tallybook.services.events import release_quarantine
+
+            release_quarantine(
+                session, actor.organization_id, customer_external_id=customer.external_id
+            )
     return customer
 
 

@@ -110,7 +110,9 @@ class _NdjsonSource(_Source):
             try:
                 raw = loads(line)
             except orjson.JSONDecodeError as error:
-                yield number, None, f"event: not valid JSON ({error.msg} at column {error.colno})"
+                # The line's end is not part of the event: a truncated event ends at its text.
+                column = min(error.pos, len(line.rstrip())) + 1
+                yield number, None, f"event: not valid JSON ({error.msg} at column {column})"
                 continue
             yield number, raw, None
 

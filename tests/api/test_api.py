@@ -181,11 +181,7 @@ def test_every_id_endpoint_answers_404_to_another_organization(
         ("post", f"/v1/subscriptions/{ids['subscription']}/cancel", {}),
         ("post", f"/v1/subscriptions/{ids['subscription']}/pause", {}),
         ("post", f"/v1/subscriptions/{ids['subscription']}/resume", {}),
-        (
-            "post",
-            f"/v1/subscriptions/{ids['subscription']}/usage",
-            {"price_code": "seat-m", "transaction_id": "t1"},
-        ),
+        ("get", f"/v1/customers/{ids['customer']}/current-usage", None),
         ("get", f"/v1/contracts/{ids['contract']}/milestones", None),
         ("post", f"/v1/milestones/{ids['milestone']}/complete", {}),
         (
