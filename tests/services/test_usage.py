@@ -338,6 +338,27 @@ def test_duplicates_and_conflicts_are_answered_per_event(db: Database) -> None:
                 "properties": {"n": 4},
             },
             "not an event",
+            {
+                "transaction_id": "t5\x00",
+                "customer": "quarry",
+                "metric": "calls",
+                "timestamp": iso(2026, 1, 4),
+                "properties": {"n": 4},
+            },
+            {
+                "transaction_id": "t6",
+                "customer": "quarry",
+                "metric": "calls",
+                "timestamp": iso(2026, 1, 4),
+                "properties": {"n": 4, "note": "a\x00b"},
+            },
+            {
+                "transaction_id": "t\\7\ttab",
+                "customer": "quarry",
+                "metric": "calls",
+                "timestamp": iso(2026, 1, 4),
+                "properties": {"n": 4, "note": "back\\slash\nline"},
+            },
         ],
     )
     statuses = [(o.status, o.reason) for o in batch.outcomes]
@@ -352,6 +373,9 @@ def test_duplicates_and_conflicts_are_answered_per_event(db: Database) -> None:
         ("accepted", None),
         ("duplicate", None),
         ("rejected", "event: must be an object"),
+        ("rejected", "transaction_id: must not contain NUL characters"),
+        ("rejected", "properties: text must not contain NUL characters"),
+        ("accepted", None),
     ]
     with db.reading() as session:
         stored = session.scalars(
@@ -359,7 +383,12 @@ def test_duplicates_and_conflicts_are_answered_per_event(db: Database) -> None:
             .where(UsageEvent.organization_id == actor.organization_id)
             .order_by(UsageEvent.transaction_id)
         ).all()
-    assert stored == ["t1", "t4"]
+    assert stored == ["t1", "t4", "t\\7\ttab"]
+    with db.reading() as session:
+        note = session.scalar(
+            select(UsageEvent.properties).where(UsageEvent.transaction_id == "t\\7\ttab")
+        )
+    assert note == {"n": 4, "note": "back\\slash\nline"}
 
 
 def test_a_batch_over_ten_thousand_is_refused_whole(db: Database) -> None:
