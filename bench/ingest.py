@@ -18,6 +18,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -94,8 +95,20 @@ def sql(url: str, statement: str) -> list[tuple[Any, ...]]:
 
 
 def empty_event_tables(url: str) -> None:
+    """Empty event tables, and a quiet server: no checkpoint or autovacuum of the previous
+    phase's writes may run (and be counted) inside the next phase."""
     sql(url, f"TRUNCATE {EVENT_TABLES}")
-    sql(url, "CHECKPOINT")  # no checkpoint of the previous phase's writes inside the next one
+    sql(url, "CHECKPOINT")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        [(busy,)] = sql(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker' "
+            "AND datname = current_database()",
+        )
+        if not busy:
+            return
+        time.sleep(0.5)
 
 
 def stored_counts(url: str) -> tuple[int, int]:
@@ -248,55 +261,69 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(url: str, workers: int) -> Iterator[tuple[str, psutil.Process]]:
+def running_server(url: str, workers: int, logdir: Path) -> Iterator[tuple[str, psutil.Process]]:
     port = free_port()
     tallybook = Path(sys.executable).with_name("tallybook")
     command = (
         [str(tallybook)] if tallybook.exists() else [sys.executable, "-m", "tallybook.cli.main"]
     )
-    process = subprocess.Popen(
-        [*command, "serve", "--port", str(port), "--workers", str(workers)],
-        env={**os.environ, "TALLYBOOK_DATABASE_URL": url},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    # The server's output goes to a file: an unread pipe fills up and blocks the server.
+    logfile = logdir / "server.log"
+    with logfile.open("wb") as output:
+        process = subprocess.Popen(
+            [*command, "serve", "--port", str(port), "--workers", str(workers)],
+            env={**os.environ, "TALLYBOOK_DATABASE_URL": url},
+            stdout=subprocess.DEVNULL,
+            stderr=output,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                error = process.stderr.read().decode() if process.stderr else ""
-                raise RuntimeError(f"the server exited with {process.returncode}:\n{error}")
+                raise RuntimeError(f"the server exited with {process.returncode}:\n{tail(logfile)}")
             try:
                 if httpx.get(f"{base}/health", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError("the server did not answer within 60 s")
+                raise RuntimeError(f"the server did not answer within 60 s:\n{tail(logfile)}")
             time.sleep(0.1)
         # Every worker imports the app on its own; give the others a moment to listen too.
         time.sleep(0.5 * (workers - 1))
         yield base, psutil.Process(process.pid)
+    except BaseException:
+        log(f"server log:\n{tail(logfile)}")
+        raise
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=10)
-        if process.stderr:
-            process.stderr.close()
+                pass
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # workers left behind, if any
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 def http_phase(
-    url: str, workload: Workload, secret: str, clients: int, workers: int
+    url: str, workload: Workload, secret: str, clients: int, workers: int, logdir: Path
 ) -> dict[str, Any]:
-    with running_server(url, workers) as (base, server):
+    with running_server(url, workers, logdir) as (base, server):
         headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
-        # Warm each worker's pool, partition cache and metric look-up with an empty-ish batch.
+        # Untimed empty batches: the workers authenticate and open their first connections.
         warm = orjson.dumps({"events": []})
         with httpx.Client(base_url=base, headers=headers, timeout=60) as client:
             for _ in range(workers * 2):
@@ -309,7 +336,7 @@ def http_phase(
         step = max(1, len(workload.bodies) // 10)
 
         def client_loop() -> None:
-            with httpx.Client(base_url=base, headers=headers, timeout=300) as client:
+            with httpx.Client(base_url=base, headers=headers, timeout=120) as client:
                 while True:
                     index = next(next_batch)
                     if index >= len(workload.bodies):
@@ -353,34 +380,61 @@ def http_phase(
         }
     if failures:
         raise RuntimeError(f"{len(failures)} batches failed, first: {failures[0]}")
-    answered = totals["accepted"] + totals["duplicates"]
-    if answered != len(workload.sequence) or totals["rejected"]:
-        raise RuntimeError(f"accepted+duplicates = {answered}, expected {len(workload.sequence)}")
+    check_answers("http", totals, workload)
     return {"seconds": seconds, "cpu_s": cpu, **totals}
+
+
+def check_answers(phase: str, totals: dict[str, int], workload: Workload) -> None:
+    """Every event answered: each unique one accepted once, every re-sent copy a duplicate."""
+    answered = totals["accepted"] + totals["duplicates"]
+    log(
+        f"  {phase}: {totals['accepted']:,} accepted + {totals['duplicates']:,} duplicates = "
+        f"{answered:,}; {totals['rejected']:,} rejected"
+    )
+    if (
+        answered != len(workload.sequence)
+        or totals["accepted"] != workload.unique
+        or totals["duplicates"] != workload.duplicates
+        or totals["rejected"]
+        or totals["quarantined"]
+    ):
+        raise RuntimeError(
+            f"{phase}: answers {totals}, expected {workload.unique} accepted and "
+            f"{workload.duplicates} duplicates of {len(workload.sequence)} events"
+        )
 
 
 # -- phase b: bulk file import ---------------------------------------------------------------
 
 
-def bulk_phase(db: Database, actor: Actor, path: Path, batch: int) -> dict[str, Any]:
+def bulk_phase(
+    db: Database, actor: Actor, path: Path, batch: int, workload: Workload
+) -> dict[str, Any]:
     from tallybook.services.event_import import import_events_file
 
     last = [time.perf_counter()]
+    size = path.stat().st_size
 
-    def progress(*args: Any, **kwargs: Any) -> None:
+    def progress(bytes_read: int) -> None:
         if time.perf_counter() - last[0] >= 5:
             last[0] = time.perf_counter()
-            log(f"  bulk: progress {args or ''}{kwargs or ''} at {last[0] - began:.1f} s")
+            log(
+                f"  bulk: {bytes_read / 1e6:.0f} of {size / 1e6:.0f} MB imported "
+                f"in {last[0] - began:.1f} s"
+            )
 
     pg_cpu = postgres_cpu_seconds()
     own_cpu = own_cpu_seconds()
     began = time.perf_counter()
-    result = import_events_file(db, actor, path, format="ndjson", progress=progress)
+    result = import_events_file(
+        db, actor, path, format="ndjson", progress=progress, chunk_size=batch
+    )
     seconds = time.perf_counter() - began
     cpu = {
         "importer": round(own_cpu_seconds() - own_cpu, 1),
         "postgres": round(postgres_cpu_seconds() - pg_cpu, 1),
     }
+    check_answers("bulk", result.summary(), workload)
     return {"seconds": seconds, "cpu_s": cpu, **result.summary()}
 
 
@@ -448,13 +502,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if not args.skip_http:
                     empty_event_tables(url)
                     log(f"a) HTTP: {args.clients} clients, server with {args.workers} workers")
-                    phases["http"] = http_phase(url, workload, secret, args.clients, args.workers)
+                    phases["http"] = http_phase(
+                        url, workload, secret, args.clients, args.workers, workdir
+                    )
                     stored = check_stored(url, "http", workload.unique)
                     log(f"  http: {rate(phases['http'], args.events)}")
                 if not args.skip_bulk:
                     empty_event_tables(url)
                     log("b) bulk import of the NDJSON file")
-                    phases["bulk"] = bulk_phase(db, actor, ndjson, args.batch)
+                    phases["bulk"] = bulk_phase(db, actor, ndjson, args.batch, workload)
                     stored = check_stored(url, "bulk", workload.unique)
                     log(f"  bulk: {rate(phases['bulk'], args.events)}")
                 empty_event_tables(url)
@@ -465,9 +521,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             finally:
                 db.dispose()
     finally:
-        for path in workdir.iterdir():
-            path.unlink()
-        workdir.rmdir()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     def per_s(phase: str, count: int) -> float | None:
         return round(count / phases[phase]["seconds"]) if phase in phases else None

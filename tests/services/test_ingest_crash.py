@@ -13,12 +13,14 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,35 +60,42 @@ class ApiServer:
 def api_server(database_url: str) -> Iterator[ApiServer]:
     """`tallybook serve` on a free port; killed on the way out, whatever happened."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tallybook.cli.main", "serve", "--port", str(port)],
-        env={**os.environ, "TALLYBOOK_DATABASE_URL": database_url},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group: killpg reaches nothing else
-    )
-    server = ApiServer(f"http://127.0.0.1:{port}", process)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                error = process.stderr.read().decode() if process.stderr else ""
-                pytest.fail(f"the server exited with {process.returncode}:\n{error}")
-            try:
-                if httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer within {START_TIMEOUT:.0f} s")
-            time.sleep(0.05)
-        yield server
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
-        if process.stderr:
-            process.stderr.close()
+    with tempfile.TemporaryDirectory(prefix="tallybook-serve-") as logdir:
+        # Output to a file, never to an unread pipe: a full pipe would block the server.
+        logfile = Path(logdir) / "server.log"
+        with logfile.open("wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tallybook.cli.main", "serve", "--port", str(port)],
+                env={**os.environ, "TALLYBOOK_DATABASE_URL": database_url},
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: killpg reaches nothing else
+            )
+        server = ApiServer(f"http://127.0.0.1:{port}", process)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                if process.poll() is not None:
+                    pytest.fail(f"the server exited with {process.returncode}:\n{_tail(logfile)}")
+                try:
+                    if httpx.get(f"{server.base_url}/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"no answer within {START_TIMEOUT:.0f} s:\n{_tail(logfile)}")
+                time.sleep(0.05)
+            yield server
+            # No request may have failed on the way (a 500 leaves a traceback in the log).
+            assert "Traceback" not in logfile.read_text(errors="replace"), _tail(logfile, 60)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
 @dataclass
@@ -191,6 +200,7 @@ def test_sigkill_mid_ingestion_loses_no_acknowledged_event(postgres_db: Database
     lock = threading.Lock()
     enough = threading.Event()
     next_batch = iter(range(BATCHES))
+    in_flight: dict[int, float] = {}  # batch -> when its request was sent
 
     with api_server(url) as server:
 
@@ -201,8 +211,9 @@ def test_sigkill_mid_ingestion_loses_no_acknowledged_event(postgres_db: Database
                 while True:
                     with lock:
                         index = next(next_batch, None)
-                    if index is None:
-                        return
+                        if index is None:
+                            return
+                        in_flight[index] = time.monotonic()
                     try:
                         answer = post_batch(client, batches[index])
                     except httpx.TransportError:
@@ -213,6 +224,7 @@ def test_sigkill_mid_ingestion_loses_no_acknowledged_event(postgres_db: Database
                         return
                     results = answer.json()["results"]
                     with lock:
+                        del in_flight[index]
                         for result in results:
                             if result["status"] in ("accepted", "duplicate"):
                                 acknowledged.add(result["transaction_id"])
@@ -224,7 +236,16 @@ def test_sigkill_mid_ingestion_loses_no_acknowledged_event(postgres_db: Database
         for sender in senders:
             sender.start()
         assert enough.wait(timeout=60), f"only {len(acked_batches)} batches acknowledged"
-        server.kill()
+        # Kill while a batch is being ingested: its request went out a little while ago.
+        deadline = time.monotonic() + 30
+        while True:
+            with lock:
+                now = time.monotonic()
+                if any(now - sent >= 0.02 for sent in in_flight.values()):
+                    server.kill()
+                    break
+            assert now < deadline, "no batch in flight to interrupt"
+            time.sleep(0.002)
         for sender in senders:
             sender.join(timeout=REQUEST_TIMEOUT)
             assert not sender.is_alive()
