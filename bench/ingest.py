@@ -118,18 +118,30 @@ def stored_counts(url: str) -> tuple[int, int]:
     return count, distinct
 
 
-def postgres_cpu_seconds() -> float:
-    """CPU time of the PostgreSQL server processes on this machine (backends die with their
-    connections, so compare only across a phase whose connections outlive it)."""
-    total = 0.0
-    for process in psutil.process_iter(["name"]):
-        if process.info["name"] and process.info["name"].startswith("postgres"):
-            try:
-                times = process.cpu_times()
-            except psutil.Error:
-                continue
-            total += times.user + times.system
-    return total
+def postgres_cpu(url: str) -> dict[int, float]:
+    """CPU seconds so far of this database's backends and of the server's writers (WAL writer,
+    checkpointer, background writer), by process id; other databases' sessions are left out.
+    """
+    rows = sql(
+        url,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "OR backend_type IN ('walwriter', 'checkpointer', 'background writer')",
+    )
+    seconds = {}
+    for (pid,) in rows:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        seconds[pid] = times.user + times.system
+    return seconds
+
+
+def postgres_cpu_since(url: str, before: dict[int, float]) -> float:
+    """CPU seconds used since `before` by the processes postgres_cpu counts (a backend that
+    ended in between is missed: each phase keeps its connections open until it is measured)."""
+    after = postgres_cpu(url)
+    return round(sum(spent - before.get(pid, 0.0) for pid, spent in after.items()), 1)
 
 
 def tree_cpu_seconds(root: psutil.Process) -> float:
@@ -141,6 +153,16 @@ def tree_cpu_seconds(root: psutil.Process) -> float:
             continue
         total += times.user + times.system
     return total
+
+
+def cpu_probe() -> float:
+    """Seconds for a fixed pure-Python loop: on a shared host, how fast the machine is now
+    (compare runs only when their probes agree)."""
+    began = time.perf_counter()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return round(time.perf_counter() - began, 3)
 
 
 def own_cpu_seconds() -> float:
@@ -364,7 +386,7 @@ def http_phase(
                             )
 
         server_cpu = tree_cpu_seconds(server)
-        pg_cpu = postgres_cpu_seconds()
+        pg_cpu = postgres_cpu(url)
         own_cpu = own_cpu_seconds()
         threads = [threading.Thread(target=client_loop) for _ in range(clients)]
         began = time.perf_counter()
@@ -375,7 +397,7 @@ def http_phase(
         seconds = time.perf_counter() - began
         cpu = {
             "server": round(tree_cpu_seconds(server) - server_cpu, 1),
-            "postgres": round(postgres_cpu_seconds() - pg_cpu, 1),
+            "postgres": postgres_cpu_since(url, pg_cpu),
             "clients": round(own_cpu_seconds() - own_cpu, 1),
         }
     if failures:
@@ -423,7 +445,7 @@ def bulk_phase(
                 f"in {last[0] - began:.1f} s"
             )
 
-    pg_cpu = postgres_cpu_seconds()
+    pg_cpu = postgres_cpu(db.url)
     own_cpu = own_cpu_seconds()
     began = time.perf_counter()
     result = import_events_file(
@@ -432,7 +454,7 @@ def bulk_phase(
     seconds = time.perf_counter() - began
     cpu = {
         "importer": round(own_cpu_seconds() - own_cpu, 1),
-        "postgres": round(postgres_cpu_seconds() - pg_cpu, 1),
+        "postgres": postgres_cpu_since(db.url, pg_cpu),
     }
     check_answers("bulk", result.summary(), workload)
     return {"seconds": seconds, "cpu_s": cpu, **result.summary()}
@@ -447,7 +469,7 @@ def copy_phase(url: str, blocks: list[bytes]) -> dict[str, Any]:
         "received_at"
     )
     with psycopg.connect(libpq_url(url)) as connection:
-        pg_cpu = postgres_cpu_seconds()
+        pg_cpu = postgres_cpu(url)
         began = time.perf_counter()
         for block in blocks:
             with connection.cursor() as cursor:
@@ -455,7 +477,7 @@ def copy_phase(url: str, blocks: list[bytes]) -> dict[str, Any]:
                     copy.write(block)
             connection.commit()  # one transaction per batch, as the ingestion paths do
         seconds = time.perf_counter() - began
-        cpu = {"postgres": round(postgres_cpu_seconds() - pg_cpu, 1)}
+        cpu = {"postgres": postgres_cpu_since(url, pg_cpu)}
     return {"seconds": seconds, "cpu_s": cpu}
 
 
@@ -472,6 +494,7 @@ def check_stored(url: str, phase: str, unique: int) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     began = time.perf_counter()
+    probes = [cpu_probe()]
     workload = make_workload(args.events, args.duplicates, args.customers)
     workdir = Path(tempfile.mkdtemp(prefix="tallybook-ingest-"))
     ndjson = workdir / "events.ndjson"
@@ -523,6 +546,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
+    probes.append(cpu_probe())
+
     def per_s(phase: str, count: int) -> float | None:
         return round(count / phases[phase]["seconds"]) if phase in phases else None
 
@@ -544,6 +569,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": {name: round(p["seconds"], 2) for name, p in phases.items()},
         "cpu_s": {name: p["cpu_s"] for name, p in phases.items()},
         "cores": os.cpu_count(),
+        "cpu_probe_s": probes,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
 
