@@ -52,7 +52,7 @@ DUPLICATE = "duplicate"
 REJECTED = "rejected"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class EventOutcome:
     index: int
     transaction_id: str | None
@@ -411,17 +411,17 @@ _CLAIM = """
 WITH claimed AS (
     INSERT INTO usage_event_keys (organization_id, transaction_id, fingerprint)
     SELECT %(org)s, transaction_id, fingerprint FROM tb_ingest
-    ORDER BY transaction_id
+    ORDER BY transaction_id COLLATE "C"
     ON CONFLICT DO NOTHING
     RETURNING transaction_id
-), fresh AS (
-    SELECT t.* FROM tb_ingest t JOIN claimed USING (transaction_id)
 ), stored AS (
     INSERT INTO usage_events (organization_id, customer_id, metric_code, occurred_at,
                               transaction_id, subscription_id, properties, received_at)
     SELECT %(org)s, customer_id, metric_code, occurred_at, transaction_id, subscription_id,
            properties, %(now)s
-    FROM fresh WHERE quarantine IS NULL
+    FROM tb_ingest
+    WHERE quarantine IS NULL AND transaction_id IN (SELECT transaction_id FROM claimed)
+    RETURNING customer_id, subscription_id, occurred_at
 ), held AS (
     INSERT INTO usage_quarantine (id, organization_id, transaction_id, reason,
                                   customer_external_id, subscription_id, metric_code,
@@ -429,11 +429,12 @@ WITH claimed AS (
     SELECT 'evq_' || replace(gen_random_uuid()::text, '-', ''), %(org)s, transaction_id,
            quarantine, customer_external_id, subscription_id, metric_code, occurred_at,
            properties, %(now)s
-    FROM fresh WHERE quarantine IS NOT NULL
+    FROM tb_ingest
+    WHERE quarantine IS NOT NULL AND transaction_id IN (SELECT transaction_id FROM claimed)
 ), spans AS (
     SELECT customer_id, subscription_id, min(occurred_at) AS first_at,
            max(occurred_at) AS last_at
-    FROM fresh WHERE quarantine IS NULL GROUP BY customer_id, subscription_id
+    FROM stored GROUP BY customer_id, subscription_id
 ), late AS (
     INSERT INTO late_usage_periods (subscription_id, period_start, organization_id,
                                     period_end, detected_at)
@@ -465,9 +466,6 @@ _COPY = (
     "COPY tb_ingest (transaction_id, fingerprint, customer_id, customer_external_id, "
     "subscription_id, metric_code, occurred_at, properties, quarantine) FROM STDIN"
 )
-
-_staged_connections: set[int] = set()
-_staged_lock = threading.Lock()
 
 
 def _copy_text(value: str) -> str:
@@ -514,12 +512,9 @@ def _write_postgresql(
     now: datetime,
     outcomes: list[EventOutcome | None],
 ) -> int:
-    connection = session.connection()
-    raw = connection.connection.driver_connection
-    info = connection.connection.info
-    if not info.get("tb_ingest"):
-        raw.execute(_STAGE)
-        info["tb_ingest"] = True
+    raw = session.connection().connection.driver_connection
+    # Every batch: a flag on the connection would outlive a rolled-back creation.
+    raw.execute(_STAGE)
     with raw.cursor() as cursor:
         with cursor.copy(_COPY) as copy:
             copy.write(_copy_rows(events))

@@ -788,3 +788,22 @@ def test_grace_period_keeps_usage_invoices_draft(db: Database) -> None:
     assert usage_drafts
     with pytest.raises(Conflict, match="grace period"):
         invoices.issue_invoice(db, actor2, usage_drafts[0].id)
+
+
+def test_a_failed_batch_leaves_its_connection_usable(
+    postgres_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that fails after staging must not break the pooled connection for the next."""
+    if postgres_url is None:
+        pytest.skip("PostgreSQL unavailable")
+    db = Database(postgres_url, pool_size=1, max_overflow=0)
+    try:
+        actor, customer = world(db)
+        metering.create_metric(db, actor, {"code": "calls", "aggregation": "count"})
+        monkeypatch.setattr(events, "_CLAIM", "SELECT 1 / 0")
+        with pytest.raises(Exception, match="division by zero"):
+            send(db, actor, ("x1", "calls", iso(2026, 1, 2), {}))
+        monkeypatch.undo()
+        assert send(db, actor, ("x1", "calls", iso(2026, 1, 2), {})).accepted == 1
+    finally:
+        db.dispose()
