@@ -25,7 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from tallybook.core.metering import EARLIEST, LATEST_ALLOWED, fingerprint
+from tallybook.core.metering import EARLIEST, LATEST_ALLOWED, fingerprint_of
 from tallybook.db.models import (
     Customer,
     LateUsagePeriod,
@@ -117,6 +117,7 @@ class _Event:
     quarantine: str | None = None
     rejected: str | None = None
     properties_json: str = "{}"
+    occurred_iso: str = ""
 
 
 def _text(raw: Mapping[str, Any], name: str, limit: int, required: bool) -> str | None:
@@ -173,9 +174,11 @@ def parse_event(raw: Any, index: int) -> _Event:
         properties = {}
     elif not isinstance(properties, dict):
         raise ValueError("properties: must be an object")
-    properties_json = orjson.dumps(properties)
+    # Keys sorted once: the fingerprint ignores key order, and the same text is stored.
+    properties_json = orjson.dumps(properties, option=orjson.OPT_SORT_KEYS)
     if b"\\u0000" in properties_json:
         raise ValueError("properties: text must not contain NUL characters")
+    occurred_iso = occurred_at.isoformat()
     event = _Event(
         index,
         transaction_id,  # type: ignore[arg-type]
@@ -184,9 +187,10 @@ def parse_event(raw: Any, index: int) -> _Event:
         metric,  # type: ignore[arg-type]
         occurred_at,
         properties,
-        fingerprint(customer, subscription_id, metric, occurred_at, properties),  # type: ignore[arg-type]
+        fingerprint_of(customer, subscription_id, metric, occurred_iso, properties_json),  # type: ignore[arg-type]
     )
     event.properties_json = properties_json.decode()
+    event.occurred_iso = occurred_iso
     return event
 
 
@@ -481,26 +485,50 @@ def _copy_text(value: str) -> str:
 
 
 def _copy_rows(events: list[_Event]) -> str:
-    """The batch as COPY text, built directly: several times cheaper than adapting each value."""
+    """The batch as COPY text, built directly: several times cheaper than adapting each value.
+
+    Most events hold no character COPY must escape: one check of the joined row finds out.
+    """
     rows = []
     for e in events:
         if e.rejected is not None:
             continue
-        rows.append(
-            "\t".join(
+        fields = (
+            e.transaction_id,
+            "\\\\x" + e.fingerprint.hex(),
+            e.customer_id or "\\N",
+            "\\N" if e.customer is None else e.customer,
+            "\\N" if e.subscription_id is None else e.subscription_id,
+            e.metric_code,
+            e.occurred_iso or e.occurred_at.isoformat(),
+            e.properties_json,
+            "\\N" if e.quarantine is None else e.quarantine,
+        )
+        supplied = (
+            e.transaction_id
+            + (e.customer or "")
+            + (e.subscription_id or "")
+            + e.metric_code
+            + e.properties_json
+            + (e.quarantine or "")
+        )
+        if "\\" in supplied or "\t" in supplied or "\n" in supplied or "\r" in supplied:
+            row = "\t".join(
                 (
                     _copy_text(e.transaction_id),
-                    "\\\\x" + e.fingerprint.hex(),
-                    e.customer_id or "\\N",
-                    "\\N" if e.customer is None else _copy_text(e.customer),
-                    "\\N" if e.subscription_id is None else _copy_text(e.subscription_id),
+                    fields[1],
+                    fields[2],
+                    fields[3] if e.customer is None else _copy_text(e.customer),
+                    fields[4] if e.subscription_id is None else _copy_text(e.subscription_id),
                     _copy_text(e.metric_code),
-                    e.occurred_at.isoformat(),
+                    fields[6],
                     _copy_text(e.properties_json),
-                    "\\N" if e.quarantine is None else _copy_text(e.quarantine),
+                    fields[8] if e.quarantine is None else _copy_text(e.quarantine),
                 )
             )
-        )
+        else:
+            row = "\t".join(fields)
+        rows.append(row)
     rows.append("")
     return "\n".join(rows)
 
