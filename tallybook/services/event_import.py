@@ -13,6 +13,8 @@ import codecs
 import csv
 import heapq
 import re
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -219,6 +221,26 @@ def _in_file(outcome: EventOutcome, positions: list[int], label: str) -> EventOu
     return replace(outcome, index=positions[outcome.index], reason=reason)
 
 
+def _store(
+    db: Database,
+    actor: Actor,
+    batch: events.PreparedBatch,
+    previous: threading.Event | None,
+    done: threading.Event,
+) -> IngestResult:
+    """Write one chunk; claim only after the previous chunk has finished."""
+    try:
+        return events.store_events_batch(
+            db,
+            actor,
+            batch,
+            detail=False,
+            before_claim=previous.wait if previous is not None else None,
+        )
+    finally:
+        done.set()
+
+
 def import_events_file(
     db: Database,
     actor: Actor,
@@ -262,21 +284,29 @@ def import_events_file(
             progress(chunk.bytes_read)
             reported = chunk.bytes_read
 
-    with stream, ThreadPoolExecutor(max_workers=1, thread_name_prefix="event-import") as worker:
-        # One chunk is written on the worker while the next is parsed here; waiting for the
-        # previous chunk before submitting the next keeps results in order and memory flat.
-        pending: tuple[_Chunk, Future[IngestResult] | None] | None = None
+    # On PostgreSQL two chunks are in flight, each on its own connection: chunk N+1 is
+    # resolved and staged while chunk N claims its ids, and claims in file order (each waits
+    # for the one before). SQLite has one writer: one chunk after another.
+    workers = 2 if db.dialect == "postgresql" else 1
+    with (
+        stream,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="event-import") as worker,
+    ):
+        pending: deque[tuple[_Chunk, Future[IngestResult] | None]] = deque()
+        previous: threading.Event | None = None
         for chunk in _chunks(source, chunk_size):
-            if pending is not None:
-                collect(*pending)
-            future = (
-                worker.submit(events.ingest_events, db, actor, chunk.events, detail=False)
-                if chunk.events
-                else None
-            )
-            pending = (chunk, future)
-        if pending is not None:
-            collect(*pending)
+            future = None
+            if chunk.events:
+                # Parsing (the Python half of the work) happens here, meanwhile.
+                batch = events.prepare_events(chunk.events)
+                done = threading.Event()
+                future = worker.submit(_store, db, actor, batch, previous, done)
+                previous = done
+            pending.append((chunk, future))
+            while len(pending) >= workers:
+                collect(*pending.popleft())
+        while pending:
+            collect(*pending.popleft())
     if progress is not None and reported != source.bytes_read:
         progress(source.bytes_read)
     return result

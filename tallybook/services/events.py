@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -194,20 +194,21 @@ def parse_event(raw: Any, index: int) -> _Event:
     return event
 
 
-def ingest_events(
-    db: Database, actor: Actor, raw_events: Sequence[Any], *, detail: bool = True
-) -> IngestResult:
-    """Ingest a batch (up to 10,000 events); one answer per event, in order.
+@dataclass
+class PreparedBatch:
+    """A batch parsed and checked, before any database work: ids unique within it."""
 
-    With detail=False (file imports) only rejected events are itemised.
-    """
-    actor.require(*WRITERS, action="send usage events")
+    events: list[_Event]
+    outcomes: list[EventOutcome | None]
+
+
+def prepare_events(raw_events: Sequence[Any]) -> PreparedBatch:
+    """Parse and check a batch; repeats within it are answered here. No I/O: a file import
+    prepares the next chunk while the previous one is being written."""
     if len(raw_events) > MAX_BATCH:
         from tallybook.services.base import InvalidInput
 
         raise InvalidInput(f"events: at most {MAX_BATCH} per batch", field="events")
-    now = utcnow()
-    result = IngestResult()
     outcomes: list[EventOutcome | None] = [None] * len(raw_events)
     first: dict[str, _Event] = {}
     for index, raw in enumerate(raw_events):
@@ -232,11 +233,42 @@ def ingest_events(
                 f"transaction_id: event {seen.index} of this batch has the same id with "
                 "different content",
             )
-    events = list(first.values())
+    return PreparedBatch(list(first.values()), outcomes)
+
+
+def ingest_events(
+    db: Database, actor: Actor, raw_events: Sequence[Any], *, detail: bool = True
+) -> IngestResult:
+    """Ingest a batch (up to 10,000 events); one answer per event, in order.
+
+    With detail=False (file imports) only rejected events are itemised.
+    """
+    actor.require(*WRITERS, action="send usage events")
+    return store_events_batch(db, actor, prepare_events(raw_events), detail=detail)
+
+
+def store_events_batch(
+    db: Database,
+    actor: Actor,
+    batch: PreparedBatch,
+    *,
+    detail: bool = True,
+    before_claim: Callable[[], object] | None = None,
+) -> IngestResult:
+    """Write a prepared batch in one transaction and answer for each of its events.
+
+    `before_claim` (PostgreSQL) runs after the batch is staged and before its ids are claimed:
+    a file import staging chunk N+1 while chunk N claims waits there, so that the earlier line
+    of a file always wins.
+    """
+    actor.require(*WRITERS, action="send usage events")
+    now = utcnow()
+    result = IngestResult()
+    events, outcomes = batch.events, batch.outcomes
     if events:
         if db.dialect == "postgresql":
             ensure_partitions(db, {(e.occurred_at.year, e.occurred_at.month) for e in events})
-        late = _write_with_retry(db, actor, events, now, outcomes)
+        late = _write_with_retry(db, actor, events, now, outcomes, before_claim)
         result.late_periods = late
     for index, outcome in enumerate(outcomes):
         assert outcome is not None, index
@@ -267,13 +299,16 @@ def _write_with_retry(
     events: list[_Event],
     now: datetime,
     outcomes: list[EventOutcome | None],
+    before_claim: Callable[[], object] | None = None,
 ) -> int:
     for attempt in range(5):
         try:
             with db.transaction() as session:
                 _resolve(session, actor.organization_id, events)
                 if db.dialect == "postgresql":
-                    return _write_postgresql(session, actor.organization_id, events, now, outcomes)
+                    return _write_postgresql(
+                        session, actor.organization_id, events, now, outcomes, before_claim
+                    )
                 return _write_sqlite(session, actor.organization_id, events, now, outcomes)
         except DBAPIError as error:
             # Deadlock or serialization failure against a concurrent batch or billing run:
@@ -539,6 +574,7 @@ def _write_postgresql(
     events: list[_Event],
     now: datetime,
     outcomes: list[EventOutcome | None],
+    before_claim: Callable[[], object] | None = None,
 ) -> int:
     raw = session.connection().connection.driver_connection
     # Every batch: a flag on the connection would outlive a rolled-back creation.
@@ -546,6 +582,8 @@ def _write_postgresql(
     with raw.cursor() as cursor:
         with cursor.copy(_COPY) as copy:
             copy.write(_copy_rows(events))
+        if before_claim is not None:
+            before_claim()
         cursor.execute(_CLAIM, {"org": org_id, "now": now})
         unclaimed: dict[str, bytes | None] = {}
         late = 0

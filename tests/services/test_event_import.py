@@ -167,32 +167,48 @@ def test_more_than_a_thousand_rejections_keeps_the_first_thousand(
     assert [o.index for o in result.outcomes] == list(range(1, 1001))
 
 
-def test_chunks_are_written_on_one_worker_in_order(
+def test_chunks_are_claimed_in_file_order(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Chunks are written on the import's workers (two at once on PostgreSQL, each claiming
+    after the one before); the earlier line of the file always wins a conflict."""
     actor = _world(db)
-    path = _ndjson(tmp_path / "usage.ndjson", [_event(f"t{i}") for i in range(10)])
-    real = events.ingest_events
+    rows = [_event(f"t{i}") for i in range(10)]
+    # Line 9 repeats line 2's id with other content; they are in different chunks.
+    rows[8] = {**_event("t1"), "properties": {"n": 999}}
+    path = _ndjson(tmp_path / "usage.ndjson", rows)
+    real = events.store_events_batch
     calls: list[tuple[str, list[str]]] = []
-    busy = threading.Lock()
+    running = threading.Semaphore(2 if db.dialect == "postgresql" else 1)
 
-    def ingest(db_: Database, actor_: Actor, raw: list[Any], *, detail: bool = True) -> Any:
-        assert busy.acquire(blocking=False), "two chunks written at once"
+    def store(db_: Database, actor_: Actor, batch: Any, **options: Any) -> Any:
+        assert running.acquire(blocking=False), "more chunks written at once than workers"
         try:
-            calls.append((threading.current_thread().name, [e["transaction_id"] for e in raw]))
-            return real(db_, actor_, raw, detail=detail)
+            calls.append(
+                (threading.current_thread().name, [e.transaction_id for e in batch.events])
+            )
+            return real(db_, actor_, batch, **options)
         finally:
-            busy.release()
+            running.release()
 
-    monkeypatch.setattr(events, "ingest_events", ingest)
+    monkeypatch.setattr(events, "store_events_batch", store)
     result = import_events_file(db, actor, path, chunk_size=4)
-    assert result.accepted == 10
-    assert [ids for _, ids in calls] == [
+    assert (result.accepted, result.rejected) == (9, 1)
+    assert [(o.index, o.transaction_id) for o in result.outcomes] == [(9, "t1")]
+    assert sorted(ids for _, ids in calls) == [
         ["t0", "t1", "t2", "t3"],
+        ["t1", "t9"],
         ["t4", "t5", "t6", "t7"],
-        ["t8", "t9"],
     ]
     assert all(name.startswith("event-import") for name, _ in calls)
+    with db.reading() as session:
+        stored = session.scalar(
+            select(UsageEvent.properties).where(
+                UsageEvent.organization_id == actor.organization_id,
+                UsageEvent.transaction_id == "t1",
+            )
+        )
+    assert stored != {"n": 999}
 
 
 def test_bad_files_are_refused_before_anything_is_written(db: Database, tmp_path: Path) -> None:
