@@ -1,8 +1,9 @@
 """Usage event files: stream an NDJSON or CSV file of any size through event ingestion.
 
-The file is read and parsed a chunk at a time (never whole). Each chunk goes through
-`events.ingest_events` (COPY on PostgreSQL) on one worker thread while the next chunk is being
-parsed, so reading and writing overlap; at most two chunks are in flight. Every event is
+The file is read and parsed a chunk at a time (never whole) on the calling thread; each parsed
+chunk is written by `events.store_events_batch` (COPY on PostgreSQL) on a worker, so reading
+and writing overlap (on PostgreSQL up to three chunks in flight, claiming in file order; on
+SQLite one). Every event is
 answered as in a batch; rejected events are reported by their place in the file: the line
 number for NDJSON, the data row number for CSV (the first row after the header is row 1).
 """
@@ -284,10 +285,10 @@ def import_events_file(
             progress(chunk.bytes_read)
             reported = chunk.bytes_read
 
-    # On PostgreSQL two chunks are in flight, each on its own connection: chunk N+1 is
-    # resolved and staged while chunk N claims its ids, and claims in file order (each waits
+    # On PostgreSQL three chunks are in flight, each on its own connection: later chunks are
+    # resolved and staged while chunk N claims its ids, and claim in file order (each waits
     # for the one before). SQLite has one writer: one chunk after another.
-    workers = 2 if db.dialect == "postgresql" else 1
+    workers = 3 if db.dialect == "postgresql" else 1
     with (
         stream,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="event-import") as worker,

@@ -170,7 +170,7 @@ def test_more_than_a_thousand_rejections_keeps_the_first_thousand(
 def test_chunks_are_claimed_in_file_order(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chunks are written on the import's workers (two at once on PostgreSQL, each claiming
+    """Chunks are written on the import's workers (three at once on PostgreSQL, each claiming
     after the one before); the earlier line of the file always wins a conflict."""
     actor = _world(db)
     rows = [_event(f"t{i}") for i in range(10)]
@@ -179,7 +179,7 @@ def test_chunks_are_claimed_in_file_order(
     path = _ndjson(tmp_path / "usage.ndjson", rows)
     real = events.store_events_batch
     calls: list[tuple[str, list[str]]] = []
-    running = threading.Semaphore(2 if db.dialect == "postgresql" else 1)
+    running = threading.Semaphore(3 if db.dialect == "postgresql" else 1)
 
     def store(db_: Database, actor_: Actor, batch: Any, **options: Any) -> Any:
         assert running.acquire(blocking=False), "more chunks written at once than workers"
