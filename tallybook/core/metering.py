@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d{1,3})?", re.ASCII)
 
 
 class MeteringError(ValueError):
@@ -61,7 +64,8 @@ def property_text(value: Any) -> str | None:
     if value is False:
         return "false"
     if isinstance(value, float):
-        return repr(value)
+        # Plain notation, as PostgreSQL renders a JSON number: 1e-05 -> 0.00001.
+        return format(Decimal(repr(value)), "f")
     return str(value)
 
 
@@ -77,8 +81,12 @@ def property_number(value: Any) -> Decimal | None:
         # The shortest text that reads back as this float: what the client wrote.
         number = Decimal(repr(value))
     elif isinstance(value, str):
+        # Only what PostgreSQL's numeric also reads: ASCII digits, no '_', a short exponent.
+        text = value.strip()
+        if _NUMBER.fullmatch(text) is None:
+            return None
         try:
-            number = Decimal(value.strip())
+            number = Decimal(text)
         except InvalidOperation:
             return None
     else:

@@ -50,7 +50,7 @@ from tallybook.core.money import RoundingMode, round_to_minor
 from tallybook.core.periods import BillingPeriod, Interval, local_date, local_midnight
 from tallybook.core.pricing import PriceTerms
 from tallybook.core.proration import ProrationPolicy
-from tallybook.core.timeline import Change, ChangeKind, billable_segments
+from tallybook.core.timeline import Change, ChangeKind, Segment, billable_segments
 from tallybook.core.totals import InvoiceTotals, TaxTreatment
 from tallybook.db.models import (
     Base,
@@ -911,28 +911,30 @@ def usage_readings(
 ) -> dict[tuple[str, datetime], dict[str, Any]]:
     """Usage readings per (subscription, period start) and price code, for the given periods.
 
-    `items` are (subscription row, customer row, change rows, periods). One read per usage
-    price version over all windows at once. Events sent with only the customer's id belong
-    to the customer's earliest subscription that bills the metric.
+    `items` are (subscription row, customer row, change rows, periods). Each usage price reads
+    only the part of the period when a plan offering it was in force (an upgrade mid-period
+    splits the usage between the old and the new price, never both). One read per usage price
+    version over all windows at once. Events sent with only the customer's id belong to the
+    customer's earliest subscription that bills the metric in that period.
     """
-    wanted: list[tuple[Any, Any, list[str], Sequence[BillingPeriod]]] = []
+    wanted: list[tuple[Any, Any, list[Segment], Sequence[BillingPeriod]]] = []
     for subscription, customer, history, periods in items:
-        plan_ids = [c.plan_id for c in history if c.plan_id] or [subscription.plan_id]
-        codes = [
-            code
-            for plan_id in dict.fromkeys(plan_ids)
-            for code in ctx.catalog.plans[plan_id].price_codes
-            if ctx.catalog.prices.get(code) and ctx.catalog.prices[code][-1].kind == "usage"
-        ]
-        if codes and periods:
-            wanted.append((subscription, customer, list(dict.fromkeys(codes)), periods))
+        segments = _segments_of(subscription, customer, history)
+        if periods and segments:
+            wanted.append((subscription, customer, segments, periods))
     if not wanted:
         return {}
-    owners = _usage_owners(session, ctx, org_id, sorted({c.id for _, c, _, _ in wanted}))
+    owners = _UsageOwners(
+        session,
+        ctx,
+        org_id,
+        sorted({c.id for _, c, _, _ in wanted}),
+        {s.id: segments for s, _, segments, _ in wanted},
+    )
     windows: dict[str, tuple[UsageCharge, list[Window]]] = {}
-    for subscription, customer, codes, periods in wanted:
+    for subscription, customer, segments, periods in wanted:
         for period in periods:
-            for code in codes:
+            for code, (start, end) in _usage_spans(ctx, segments, period).items():
                 price = ctx.catalog.price_at(code, period.start)
                 if price.usage is None:
                     continue
@@ -941,9 +943,10 @@ def usage_readings(
                     key=(subscription.id, period.start, code),
                     customer_id=customer.id,
                     subscription_id=subscription.id,
-                    owner=owners.get((customer.id, metric)) == subscription.id,
-                    start=period.start,
-                    end=period.end,
+                    owner=owners.owner(customer.id, customer.timezone, metric, period)
+                    == subscription.id,
+                    start=start,
+                    end=end,
                 )
                 windows.setdefault(price.id, (price.usage, []))[1].append(window)
     result: dict[tuple[str, datetime], dict[str, Any]] = {}
@@ -955,25 +958,102 @@ def usage_readings(
     return result
 
 
-def _usage_owners(
-    session: Session, ctx: _RunContext, org_id: str, customer_ids: Sequence[str]
-) -> dict[tuple[str, str], str]:
-    """(customer, metric) -> the subscription that bills events naming only the customer."""
-    owners: dict[tuple[str, str], str] = {}
-    rows = session.execute(
-        select(Subscription.customer_id, Subscription.id, Subscription.plan_id)
-        .where(
-            Subscription.organization_id == org_id,
-            _among(session, Subscription.customer_id, customer_ids),
+def _segments_of(subscription: Any, customer: Any, history: Sequence[Any]) -> list[Segment]:
+    if not history:
+        return []
+    changes = tuple(_to_change(row, i, customer.timezone) for i, row in enumerate(history))
+    return billable_segments(changes, subscription.trial_end_at)
+
+
+def _usage_spans(
+    ctx: _RunContext, segments: Sequence[Segment], period: BillingPeriod
+) -> dict[str, tuple[datetime, datetime]]:
+    """Usage price code -> the span of `period` during which a plan offering it was in force."""
+    spans: dict[str, tuple[datetime, datetime]] = {}
+    for segment in segments:
+        overlap = segment.overlap(period.start, period.end)
+        if overlap is None:
+            continue
+        for price in ctx.catalog.plan_prices_at(segment.plan_id, period.start):
+            if price.kind != "usage":
+                continue
+            known = spans.get(price.code)
+            spans[price.code] = (
+                overlap if known is None else (min(known[0], overlap[0]), max(known[1], overlap[1]))
+            )
+    return spans
+
+
+class _UsageOwners:
+    """Which subscription bills events sent with only the customer's id, per period."""
+
+    def __init__(
+        self,
+        session: Session,
+        ctx: _RunContext,
+        org_id: str,
+        customer_ids: Sequence[str],
+        known: dict[str, list[Segment]],
+    ) -> None:
+        self.ctx = ctx
+        rows = list(
+            map(
+                _SubscriptionRow._make,
+                session.execute(
+                    select(*_SUBSCRIPTION_COLUMNS)
+                    .where(
+                        Subscription.organization_id == org_id,
+                        _among(session, Subscription.customer_id, customer_ids),
+                    )
+                    .order_by(Subscription.customer_id, Subscription.start_at, Subscription.id)
+                ),
+            )
         )
-        .order_by(Subscription.customer_id, Subscription.start_at, Subscription.id)
-    )
-    for customer_id, sub_id, plan_id in rows:
-        for code in ctx.catalog.plans[plan_id].price_codes:
-            versions = ctx.catalog.prices.get(code)
-            if versions and versions[-1].usage is not None:
-                owners.setdefault((customer_id, versions[-1].usage.metric.code), sub_id)
-    return owners
+        missing = [r.id for r in rows if r.id not in known]
+        history: dict[str, list[_ChangeRow]] = defaultdict(list)
+        if missing:
+            for row in map(
+                _ChangeRow._make,
+                session.execute(
+                    select(*_CHANGE_COLUMNS)
+                    .where(_among(session, SubscriptionChange.subscription_id, missing))
+                    .order_by(SubscriptionChange.created_at)
+                ),
+            ):
+                history[row.subscription_id].append(row)
+        self.rows = rows
+        self.known = known
+        self.history = history
+        self.cache: dict[tuple[str, str, datetime, datetime], str | None] = {}
+
+    def owner(
+        self, customer_id: str, timezone: str, metric: str, period: BillingPeriod
+    ) -> str | None:
+        key = (customer_id, metric, period.start, period.end)
+        if key not in self.cache:
+            self.cache[key] = None
+            for row in self.rows:
+                if row.customer_id != customer_id:
+                    continue
+                segments = self.known.get(row.id)
+                if segments is None:
+                    customer = _TimezoneOnly(timezone)
+                    segments = _segments_of(row, customer, self.history.get(row.id, []))
+                    self.known[row.id] = segments
+                if any(
+                    self.ctx.catalog.price_at(code, period.start).usage is not None
+                    and self.ctx.catalog.price_at(code, period.start).usage.metric.code  # type: ignore[union-attr]
+                    == metric
+                    for code in _usage_spans(self.ctx, segments, period)
+                ):
+                    self.cache[key] = row.id
+                    break
+        return self.cache[key]
+
+
+@dataclass(frozen=True)
+class _TimezoneOnly:
+    timezone: str
 
 
 def subscription_context(ctx: _RunContext, subscription: Any, customer: Any) -> SubscriptionContext:
@@ -1101,7 +1181,19 @@ def late_adjustments(
         )
         .order_by(LateUsagePeriod.subscription_id, LateUsagePeriod.period_start)
     ).all()
-    pending = [(sub_id, start) for sub_id, start, status, _ in rows if status != "draft"]
+    issued = ("issued", "partially_paid", "paid", "uncollectible")
+    # A mark whose period is no longer on any live invoice (its draft was voided: the run rates
+    # the period afresh; an issued invoice was voided: re-billing is the specialist's call) is
+    # dropped; one on a draft is the draft re-rate's business.
+    for sub_id, start, status, _ in rows:
+        if status is None or status == "void":
+            session.execute(
+                LateUsagePeriod.__table__.delete().where(
+                    LateUsagePeriod.subscription_id == sub_id,
+                    LateUsagePeriod.period_start == start,
+                )
+            )
+    pending = [(sub_id, start) for sub_id, start, status, _ in rows if status in issued]
     if not pending:
         return {}
     subscriptions = {

@@ -13,6 +13,7 @@ that claims the transaction ids and writes events, quarantine and late periods t
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -158,6 +159,10 @@ def _timestamp(value: Any) -> datetime:
     return instant
 
 
+# A NUL character as orjson writes it (an escaped backslash before 'u0000' is just text).
+_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def parse_event(raw: Any, index: int) -> _Event:
     """One event as sent, checked field by field; ValueError names the field at fault."""
     if not isinstance(raw, dict):
@@ -175,8 +180,11 @@ def parse_event(raw: Any, index: int) -> _Event:
     elif not isinstance(properties, dict):
         raise ValueError("properties: must be an object")
     # Keys sorted once: the fingerprint ignores key order, and the same text is stored.
-    properties_json = orjson.dumps(properties, option=orjson.OPT_SORT_KEYS)
-    if b"\\u0000" in properties_json:
+    try:
+        properties_json = orjson.dumps(properties, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError) as error:
+        raise ValueError(f"properties: not JSON ({error})") from None
+    if _NUL.search(properties_json):
         raise ValueError("properties: text must not contain NUL characters")
     occurred_iso = occurred_at.isoformat()
     event = _Event(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tallybook.core.explain import explain_line
@@ -390,6 +390,8 @@ def issue_invoice(
     with db.transaction() as session:
         invoice = _draft(session, actor, invoice_id)
         org = session.get(Organization, actor.organization_id)
+        # Locked before re-rating late usage, in the order ingestion and the run use.
+        session.get(Customer, invoice.customer_id, with_for_update=True)
         _check_usage_grace(session, org, invoice)
         # Late events for the draft's usage periods: re-rate before the invoice is frozen.
         from tallybook.services.late_usage import rerate_drafts
@@ -587,12 +589,38 @@ def _release_draft(session: Session, invoice: Invoice) -> None:
             )
         )
     )
+    from tallybook.db.models import LateUsagePeriod
+
     rewind: dict[str, Any] = {}
     for guard in guards:
         # Advance charges are billed at the period start, arrears at its end.
         instant = guard.period_start if guard.timing == "in_advance" else guard.period_end
         rewind[guard.subscription_id] = min(rewind.get(guard.subscription_id, instant), instant)
         session.delete(guard)
+        # The run rates the released period afresh, late events included.
+        session.execute(
+            delete(LateUsagePeriod).where(
+                LateUsagePeriod.subscription_id == guard.subscription_id,
+                LateUsagePeriod.period_start == guard.period_start,
+            )
+        )
+    # Late usage this draft was carrying goes back to waiting for the next invoice.
+    late_lines = session.execute(
+        select(InvoiceLine.subscription_id, InvoiceLine.period_start, InvoiceLine.period_end)
+        .where(InvoiceLine.invoice_id == invoice.id, InvoiceLine.kind == "usage_adjustment")
+        .distinct()
+    ).all()
+    for subscription_id, period_start, period_end in late_lines:
+        if session.get(LateUsagePeriod, (subscription_id, period_start)) is None:
+            session.add(
+                LateUsagePeriod(
+                    subscription_id=subscription_id,
+                    period_start=period_start,
+                    organization_id=invoice.organization_id,
+                    period_end=period_end,
+                    detected_at=utcnow(),
+                )
+            )
     adjusted: dict[str, Any] = {}
     for line in session.scalars(
         select(InvoiceLine).where(

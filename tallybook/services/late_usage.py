@@ -63,6 +63,10 @@ def rerate_drafts(
     ctx = billing._load_context(session, org_id)
     done = 0
     for draft_id in drafts:
+        # The customer first (as the billing run does): ingestion share-locks it, so an event
+        # still being written is committed, and read here, before its period's mark goes.
+        customer_id = session.scalar(select(Invoice.customer_id).where(Invoice.id == draft_id))
+        session.get(Customer, customer_id, with_for_update=True)
         invoice = session.get(Invoice, draft_id, with_for_update=not locked)
         # Read again under the lock: a concurrent re-rate may have taken them.
         marks = session.execute(

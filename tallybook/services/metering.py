@@ -238,7 +238,11 @@ def _read_postgresql(
     groups = []
     for position, name in enumerate(charge.group_by):
         params[f"g{position}"] = name
-        groups.append(f"e.properties ->> :g{position}")
+        # Objects and arrays group as "no value", as the reference aggregation does.
+        groups.append(
+            f"CASE WHEN jsonb_typeof(e.properties -> :g{position}) IN ('object', 'array') "
+            f"THEN NULL ELSE e.properties ->> :g{position} END"
+        )
     group_sql = "".join(f", {g}" for g in groups)
     value = "(e.properties ->> :field)::numeric"
     agg = metric.aggregation
@@ -251,12 +255,13 @@ def _read_postgresql(
     elif agg is Aggregation.UNIQUE_COUNT:
         measure = "count(DISTINCT e.properties ->> :field)"
     elif agg is Aggregation.LATEST:
-        measure = f"(array_agg({value} ORDER BY e.occurred_at DESC, e.transaction_id DESC))[1]"
+        latest_first = 'e.occurred_at DESC, e.transaction_id COLLATE "C" DESC'
+        measure = f"(array_agg({value} ORDER BY {latest_first}))[1]"
     else:
         # Value-seconds from each change to the period's end; the opening value is added below.
         measure = f"coalesce(sum({value} * extract(epoch FROM w.end_at - e.occurred_at)), 0)"
     transactions = (
-        f", array_agg({value} ORDER BY e.occurred_at, e.transaction_id)"
+        f', array_agg({value} ORDER BY e.occurred_at, e.transaction_id COLLATE "C")'
         if charge.with_transactions
         else ""
     )

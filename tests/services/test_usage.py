@@ -807,3 +807,129 @@ def test_a_failed_batch_leaves_its_connection_usable(
         assert send(db, actor, ("x1", "calls", iso(2026, 1, 2), {})).accepted == 1
     finally:
         db.dispose()
+
+
+def two_plans_on_one_metric(db: Database, actor: Actor) -> dict[str, Any]:
+    metering.create_metric(db, actor, {"code": "calls", "aggregation": "count"})
+    product = catalog.create_product(db, actor, {"code": "api", "name": "API calls"})
+    plans = {}
+    for name, amount in (("starter", "1.00"), ("pro", "0.50")):
+        catalog.create_price(
+            db,
+            actor,
+            {
+                "code": f"{name}-calls",
+                "product_id": product.id,
+                "currency": "USD",
+                "kind": "usage",
+                "metric_code": "calls",
+                "effective_from": at(2020, 1, 1),
+                "terms": {"model": "per_unit", "amount": amount},
+            },
+        )
+        plans[name] = catalog.create_plan(
+            db,
+            actor,
+            {"code": name, "name": name, "currency": "USD", "price_codes": [f"{name}-calls"]},
+        )
+    return plans
+
+
+def test_an_upgrade_mid_period_splits_usage_between_the_two_prices(db: Database) -> None:
+    """Calls before the upgrade on 16 January at 1.00, after it at 0.50; none counted twice."""
+    actor, customer = world(db)
+    plans = two_plans_on_one_metric(db, actor)
+    sub = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": plans["starter"].id,
+            "start_at": at(2026, 1, 1),
+            "anchor": "calendar",
+        },
+    )
+    # Days 1, 4, 7, 10, 13 before; 16, 19, 22, 25, 28 after.
+    send(db, actor, *[(f"t{i}", "calls", iso(2026, 1, 1 + i * 3), {}) for i in range(10)])
+    subscriptions.change_subscription(
+        db, actor, sub.id, {"plan_id": plans["pro"].id, "effective_at": at(2026, 1, 16)}
+    )
+    run = billing.run_billing(db, actor, at(2026, 2, 1, 1))
+    invoice, lines = invoices.get_invoice(db, actor, run.invoice_ids[-1])
+    usage = sorted((line.quantity, line.subtotal_minor) for line in lines if line.kind == "usage")
+    # 5 x 1.00 + 5 x 0.50 = 7.50
+    assert usage == [(D(5), 250), (D(5), 500)]
+
+
+def test_customer_events_go_to_the_subscription_billing_the_metric_in_that_period(
+    db: Database,
+) -> None:
+    """Subscription A ends in January, B starts in February: February's events are B's."""
+    actor, customer = world(db)
+    plans = two_plans_on_one_metric(db, actor)
+    subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": plans["starter"].id,
+            "start_at": at(2026, 1, 1),
+            "end_at": at(2026, 2, 1),
+            "anchor": "calendar",
+        },
+    )
+    b = subscriptions.create_subscription(
+        db,
+        actor,
+        {
+            "customer_id": customer.id,
+            "plan_id": plans["pro"].id,
+            "start_at": at(2026, 2, 1),
+            "anchor": "calendar",
+        },
+    )
+    send(
+        db,
+        actor,
+        ("jan", "calls", iso(2026, 1, 5), {}),
+        *[(f"feb{i}", "calls", iso(2026, 2, 2 + i), {}) for i in range(7)],
+    )
+    billing.run_billing(db, actor, at(2026, 3, 1, 1))
+    lines = [
+        line
+        for invoice in invoices.list_invoices(db, actor)[0]
+        for line in invoices.get_invoice(db, actor, invoice.id)[1]
+        if line.kind == "usage"
+    ]
+    assert sorted((line.subscription_id == b.id, line.quantity) for line in lines) == [
+        (False, D(1)),
+        (True, D(7)),
+    ]
+
+
+def test_voiding_a_draft_with_late_usage_puts_it_back_for_the_next_invoice(db: Database) -> None:
+    actor, customer, sub = late_world(db)
+    january = invoices.issue_invoice(
+        db, actor, billing.run_billing(db, actor, at(2026, 2, 1, 1)).invoice_ids[0]
+    )
+    send(db, actor, ("j2", "calls", iso(2026, 1, 25), {"n": 321}))
+    february = billing.run_billing(db, actor, at(2026, 3, 1, 1)).invoice_ids[0]
+    invoices.void_invoice(db, actor, february, "wrong customer contact")
+    again = billing.run_billing(db, actor, at(2026, 3, 1, 2))
+    _, lines = invoices.get_invoice(db, actor, again.invoice_ids[0])
+    late = [line for line in lines if line.kind == "usage_adjustment"]
+    assert [(line.subtotal_minor, line.period_start) for line in late] == [(321, at(2026, 1, 1))]
+    assert january.number in late[0].description
+
+
+@pytest.mark.parametrize("text", ["1_000", "١٢", "1e-20000", "12 kg"])
+def test_numbers_postgresql_cannot_read_are_refused_at_the_door(db: Database, text: str) -> None:
+    actor, customer = world(db)
+    metered_plan(
+        db,
+        actor,
+        {"code": "gb", "aggregation": "sum", "field": "gb"},
+        {"model": "per_unit", "amount": "1"},
+    )
+    result = send(db, actor, ("x", "gb", iso(2026, 1, 2), {"gb": text}))
+    assert result.outcomes[0].reason == "properties.gb: metric gb needs a number here"
