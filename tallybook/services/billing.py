@@ -460,19 +460,8 @@ def _bill_batch(
             ),
         )
     )
-    sub_ids = [s.id for s in subscriptions]
-    changes: dict[str, list[_ChangeRow]] = defaultdict(list)
+    changes = _histories(session, [s.id for s in subscriptions])
     now = utcnow()
-    if sub_ids:
-        for row in map(
-            _ChangeRow._make,
-            session.execute(
-                select(*_CHANGE_COLUMNS)
-                .where(_among(session, SubscriptionChange.subscription_id, sub_ids))
-                .order_by(SubscriptionChange.created_at)
-            ),
-        ):
-            changes[row.subscription_id].append(row)
     billed = _billed_coverage(session, [s for s in subscriptions if s.rerate_from is not None])
     readings = usage_readings(
         session,
@@ -958,6 +947,23 @@ def usage_readings(
     return result
 
 
+def _histories(session: Session, sub_ids: Sequence[str]) -> dict[str, list[_ChangeRow]]:
+    """Each subscription's change rows, in the order they were made."""
+    history: dict[str, list[_ChangeRow]] = defaultdict(list)
+    if not sub_ids:
+        return history
+    for row in map(
+        _ChangeRow._make,
+        session.execute(
+            select(*_CHANGE_COLUMNS)
+            .where(_among(session, SubscriptionChange.subscription_id, sub_ids))
+            .order_by(SubscriptionChange.created_at)
+        ),
+    ):
+        history[row.subscription_id].append(row)
+    return history
+
+
 def _segments_of(subscription: Any, customer: Any, history: Sequence[Any]) -> list[Segment]:
     if not history:
         return []
@@ -1009,18 +1015,7 @@ class _UsageOwners:
                 ),
             )
         )
-        missing = [r.id for r in rows if r.id not in known]
-        history: dict[str, list[_ChangeRow]] = defaultdict(list)
-        if missing:
-            for row in map(
-                _ChangeRow._make,
-                session.execute(
-                    select(*_CHANGE_COLUMNS)
-                    .where(_among(session, SubscriptionChange.subscription_id, missing))
-                    .order_by(SubscriptionChange.created_at)
-                ),
-            ):
-                history[row.subscription_id].append(row)
+        history = _histories(session, [r.id for r in rows if r.id not in known])
         self.rows = rows
         self.known = known
         self.history = history
@@ -1077,17 +1072,7 @@ def fresh_usage_lines(
 
     `periods` are (subscription row, customer row, period start).
     """
-    sub_ids = sorted({s.id for s, _, _ in periods})
-    history: dict[str, list[_ChangeRow]] = defaultdict(list)
-    for row in map(
-        _ChangeRow._make,
-        session.execute(
-            select(*_CHANGE_COLUMNS)
-            .where(_among(session, SubscriptionChange.subscription_id, sub_ids))
-            .order_by(SubscriptionChange.created_at)
-        ),
-    ):
-        history[row.subscription_id].append(row)
+    history = _histories(session, sorted({s.id for s, _, _ in periods}))
     from tallybook.core.periods import period_containing
 
     items = []
