@@ -59,6 +59,8 @@ def sqlite_database() -> Iterator[str]:
 @contextmanager
 def postgres_database() -> Iterator[str]:
     server = os.environ.get("TALLYBOOK_DATABASE_URL", DEFAULT_SERVER)
+    if not server.startswith(("postgres://", "postgresql")):
+        server = DEFAULT_SERVER
     name = f"tallybook_bench_{uuid.uuid4().hex[:12]}"
     admin = create_engine(normalise_database_url(server), isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from array import array
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,14 +38,15 @@ import httpx
 import orjson
 import psutil
 import psycopg
-from sqlalchemy import create_engine, text
+
+# Run as a script from bench/: the billing benchmark's throwaway PostgreSQL database.
+from billing_run import postgres_database  # noqa: E402
 
 from tallybook.config import normalise_database_url
 from tallybook.db.engine import upgrade_database
 from tallybook.services import customers, events, metering, organizations
 from tallybook.services.base import Actor, Database, Role
 
-DEFAULT_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 METRIC = "api_calls"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN_SECONDS = 59 * 86_400  # January and February 2026: two monthly partitions
@@ -58,29 +58,6 @@ def log(message: str) -> None:
 
 
 # -- database --------------------------------------------------------------------------------
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    server = os.environ.get("TALLYBOOK_DATABASE_URL", DEFAULT_SERVER)
-    if not server.startswith(("postgres://", "postgresql")):
-        server = DEFAULT_SERVER
-    name = f"tallybook_bench_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(normalise_database_url(server), isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with admin.connect() as connection:
-            connection.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-                )
-            )
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
 
 
 def libpq_url(url: str) -> str:

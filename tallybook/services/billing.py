@@ -908,7 +908,7 @@ def usage_readings(
     """
     wanted: list[tuple[Any, Any, list[Segment], Sequence[BillingPeriod]]] = []
     for subscription, customer, history, periods in items:
-        segments = _segments_of(subscription, customer, history)
+        segments = _segments_of(subscription, customer.timezone, history)
         if periods and segments:
             wanted.append((subscription, customer, segments, periods))
     if not wanted:
@@ -964,10 +964,10 @@ def _histories(session: Session, sub_ids: Sequence[str]) -> dict[str, list[_Chan
     return history
 
 
-def _segments_of(subscription: Any, customer: Any, history: Sequence[Any]) -> list[Segment]:
+def _segments_of(subscription: Any, timezone: str, history: Sequence[Any]) -> list[Segment]:
     if not history:
         return []
-    changes = tuple(_to_change(row, i, customer.timezone) for i, row in enumerate(history))
+    changes = tuple(_to_change(row, i, timezone) for i, row in enumerate(history))
     return billable_segments(changes, subscription.trial_end_at)
 
 
@@ -1032,23 +1032,20 @@ class _UsageOwners:
                     continue
                 segments = self.known.get(row.id)
                 if segments is None:
-                    customer = _TimezoneOnly(timezone)
-                    segments = _segments_of(row, customer, self.history.get(row.id, []))
+                    segments = _segments_of(row, timezone, self.history.get(row.id, []))
                     self.known[row.id] = segments
-                if any(
-                    self.ctx.catalog.price_at(code, period.start).usage is not None
-                    and self.ctx.catalog.price_at(code, period.start).usage.metric.code  # type: ignore[union-attr]
-                    == metric
-                    for code in _usage_spans(self.ctx, segments, period)
-                ):
+                if metric in self._metrics_in(segments, period):
                     self.cache[key] = row.id
                     break
         return self.cache[key]
 
-
-@dataclass(frozen=True)
-class _TimezoneOnly:
-    timezone: str
+    def _metrics_in(self, segments: Sequence[Segment], period: BillingPeriod) -> set[str]:
+        """Metrics billed by the plans these segments had in force during `period`."""
+        charges = (
+            self.ctx.catalog.price_at(code, period.start).usage
+            for code in _usage_spans(self.ctx, segments, period)
+        )
+        return {charge.metric.code for charge in charges if charge is not None}
 
 
 def subscription_context(ctx: _RunContext, subscription: Any, customer: Any) -> SubscriptionContext:

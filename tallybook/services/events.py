@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import select, text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -41,6 +42,8 @@ from tallybook.services.base import (
     WRITERS,
     Actor,
     Database,
+    InvalidInput,
+    keyset_page,
     utcnow,
 )
 from tallybook.services.metering import load_metrics
@@ -214,8 +217,6 @@ def prepare_events(raw_events: Sequence[Any]) -> PreparedBatch:
     """Parse and check a batch; repeats within it are answered here. No I/O: a file import
     prepares the next chunk while the previous one is being written."""
     if len(raw_events) > MAX_BATCH:
-        from tallybook.services.base import InvalidInput
-
         raise InvalidInput(f"events: at most {MAX_BATCH} per batch", field="events")
     outcomes: list[EventOutcome | None] = [None] * len(raw_events)
     first: dict[str, _Event] = {}
@@ -742,8 +743,6 @@ def mark_late(
         for sub_id, start, end in sorted(marks)
     ]
     if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
         statement = pg_insert(LateUsagePeriod).on_conflict_do_nothing()
     else:
         statement = sqlite_insert(LateUsagePeriod).on_conflict_do_nothing()
@@ -795,8 +794,6 @@ def forget_partitions(db: Database) -> None:
 def list_quarantine(
     db: Database, actor: Actor, *, limit: int = 100, after: str | None = None
 ) -> tuple[list[QuarantinedEvent], str | None]:
-    from tallybook.services.base import keyset_page
-
     with db.reading() as session:
         query = select(QuarantinedEvent).where(
             QuarantinedEvent.organization_id == actor.organization_id

@@ -25,6 +25,7 @@ from tallybook.db.models import (
     new_id,
 )
 from tallybook.services.base import WRITERS, Actor, Database, audit
+from tallybook.services.rating import taxes_to_json
 
 
 def _late_drafts(session: Session, org_id: str, invoice_id: str | None) -> list[str]:
@@ -133,8 +134,6 @@ def rerate_drafts(
                 category = (
                     ctx.products[line.product_id].tax_category if line.product_id else "standard"
                 )
-                from tallybook.services.rating import taxes_to_json
-
                 session.add(
                     InvoiceLine(
                         id=new_id("line"),
