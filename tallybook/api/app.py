@@ -50,6 +50,15 @@ def _page(rows: list, limit: int) -> tuple[list, str | None]:
     return rows, None
 
 
+def serve_app() -> FastAPI:
+    """The app as `tallybook serve` runs it: one per worker process, tuned for throughput."""
+    from tallybook.runtime import tune_for_throughput
+
+    app = create_app()
+    tune_for_throughput()
+    return app
+
+
 def create_app(db: Database | None = None) -> FastAPI:
     database = db or Database(Settings.from_env().database_url)
     app = FastAPI(

@@ -367,7 +367,7 @@ def serve(
     """Run the HTTP API (uvicorn) on the database of TALLYBOOK_DATABASE_URL."""
     import uvicorn
 
-    uvicorn.run("tallybook.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run("tallybook.api.app:serve_app", factory=True, host=host, port=port, workers=workers)
 
 
 @command(app, "demo")

@@ -163,6 +163,12 @@ def update_customer(
     actor.require(*WRITERS, action="edit customers")
     clean = _clean(values, creating=False)
     with db.transaction() as session:
+        if "external_id" in clean:
+            # Before the customer row is locked: a usage batch in flight holds the claim lock
+            # and may be waiting to share-lock this customer.
+            from tallybook.services.events import hold_ingestion
+
+            hold_ingestion(session, actor.organization_id)
         customer = get_owned(session, Customer, customer_id, actor, lock=True)
         if "currency" in clean and clean["currency"] != customer.currency:
             from tallybook.db.models import Charge, Contract, Subscription

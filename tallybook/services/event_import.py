@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from tallybook.runtime import throughput_gc
 from tallybook.services import events
 from tallybook.services.base import WRITERS, Actor, Database, InvalidInput
 from tallybook.services.events import REJECTED, EventOutcome, IngestResult
@@ -291,6 +292,7 @@ def import_events_file(
     workers = 3 if db.dialect == "postgresql" else 1
     with (
         stream,
+        throughput_gc(),
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="event-import") as worker,
     ):
         pending: deque[tuple[_Chunk, Future[IngestResult] | None]] = deque()

@@ -5,10 +5,13 @@ ingestion, quarantine, invoices with their explanations, and late events on both
 from __future__ import annotations
 
 import random
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
+import psycopg
 import pytest
 from conftest import make_org
 from hypothesis import HealthCheck, given, settings
@@ -806,6 +809,59 @@ def test_a_failed_batch_leaves_its_connection_usable(
         monkeypatch.undo()
         assert send(db, actor, ("x1", "calls", iso(2026, 1, 2), {})).accepted == 1
     finally:
+        db.dispose()
+
+
+def test_a_metric_created_while_a_batch_quarantines_its_events_still_releases_them(
+    postgres_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch found no metric and is committing its quarantine when the metric is created:
+    the creation waits for the batch, then releases what it quarantined."""
+    if postgres_url is None:
+        pytest.skip("PostgreSQL unavailable")
+    db = Database(postgres_url)
+    inside, go = threading.Event(), threading.Event()
+    real_mark_late = events.mark_late
+
+    def paused_mark_late(*args: Any, **kwargs: Any) -> int:
+        inside.set()  # the batch's transaction has written its quarantine, uncommitted
+        assert go.wait(60)
+        return real_mark_late(*args, **kwargs)
+
+    try:
+        actor, _ = world(db)
+        monkeypatch.setattr(events, "mark_late", paused_mark_late)
+        sent: dict[str, Any] = {}
+        batch = threading.Thread(
+            target=lambda: sent.update(result=send(db, actor, ("x1", "calls", iso(2026, 1, 2), {})))
+        )
+        batch.start()
+        assert inside.wait(60)
+        creation = threading.Thread(
+            target=lambda: metering.create_metric(
+                db, actor, {"code": "calls", "aggregation": "count"}
+            )
+        )
+        creation.start()
+        with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as watch:
+            for _ in range(600):  # until the creation waits for the batch's claim lock
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("creating the metric did not wait for the batch in flight")
+        go.set()
+        batch.join(60)
+        creation.join(60)
+        assert sent["result"].quarantined == 1
+        with db.reading() as session:
+            assert session.scalar(select(func.count()).select_from(QuarantinedEvent)) == 0
+            assert session.scalars(select(UsageEvent.transaction_id)).all() == ["x1"]
+    finally:
+        go.set()
         db.dispose()
 
 
