@@ -858,8 +858,11 @@ def test_a_metric_created_while_a_batch_quarantines_its_events_still_releases_th
         creation.join(60)
         assert sent["result"].quarantined == 1
         with db.reading() as session:
-            assert session.scalar(select(func.count()).select_from(QuarantinedEvent)) == 0
-            assert session.scalars(select(UsageEvent.transaction_id)).all() == ["x1"]
+            mine = actor.organization_id
+            held = select(func.count()).where(QuarantinedEvent.organization_id == mine)
+            assert session.scalar(held) == 0
+            stored = select(UsageEvent.transaction_id).where(UsageEvent.organization_id == mine)
+            assert session.scalars(stored).all() == ["x1"]
     finally:
         go.set()
         db.dispose()
