@@ -287,8 +287,8 @@ def import_events_file(
             reported = chunk.bytes_read
 
     # On PostgreSQL three chunks are in flight, each on its own connection: later chunks are
-    # resolved and staged while chunk N claims its ids, and claim in file order (each waits
-    # for the one before). SQLite has one writer: one chunk after another.
+    # parsed and prepared while chunk N is written, and written in file order (each waits for
+    # the one before to commit). SQLite has one writer: one chunk after another.
     workers = 3 if db.dialect == "postgresql" else 1
     with (
         stream,
