@@ -84,6 +84,11 @@ class Organization(Base):
     # Days after a usage period ends during which its invoice stays a draft, so late events
     # re-rate the draft instead of landing on the next invoice.
     usage_grace_days: Mapped[int] = mapped_column(Integer, default=0)
+    # Cash: days after a failed automatic charge to try again ([1, 3, 7]: three retries), the
+    # confidence from which a bank line is applied without review, payment numbers.
+    collection_retry_days: Mapped[list[Any]] = mapped_column(default=lambda: [1, 3, 7])
+    cash_match_threshold: Mapped[int] = mapped_column(Integer, default=90)
+    payment_number_pattern: Mapped[str] = mapped_column(String(60), default="PAY-{YYYY}-{seq:06}")
     created_at: Mapped[datetime]
 
 
@@ -123,6 +128,8 @@ class Customer(Base):
     reverse_charge: Mapped[bool] = mapped_column(Boolean, default=False)
     po_required: Mapped[bool] = mapped_column(Boolean, default=False)
     credit_balance_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # None: the organisation's default dunning policy.
+    dunning_policy_id: Mapped[str | None] = mapped_column(String(40))
     archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
@@ -152,6 +159,8 @@ class Product(Base):
     description: Mapped[str | None] = mapped_column(Text)
     tax_category: Mapped[str] = mapped_column(String(60), default="standard")
     unit_label: Mapped[str | None] = mapped_column(String(60))
+    # Ledger account its revenue posts to; None: the chart's default revenue account.
+    revenue_account: Mapped[str | None] = mapped_column(String(20))
     archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
@@ -450,7 +459,14 @@ class Invoice(Base):
     credited_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     debited_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     paid_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    written_off_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     amount_due_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # ISO 11649 structured creditor reference ("RF18INV2026000123"), set when issued: the
+    # customer quotes it when paying, and cash application finds the invoice by it.
+    payment_reference: Mapped[str | None] = mapped_column(String(35))
+    # Disputed by the customer: dunning pauses until the dispute is resolved.
+    disputed_at: Mapped[datetime | None]
+    dispute_reason: Mapped[str | None] = mapped_column(Text)
     created_by: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime]
     issued_at: Mapped[datetime | None]
@@ -599,3 +615,252 @@ class IdempotencyRecord(Base):
     response_body: Mapped[str] = mapped_column(Text)
     media_type: Mapped[str] = mapped_column(String(100), default="application/json")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+# -- cash: payments, refunds, automatic collection -------------------------------------------
+
+
+class PaymentMethod(Base):
+    """A customer's stored way to pay, as the payment provider's token: never a card number."""
+
+    __tablename__ = "payment_methods"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"), index=True)
+    provider: Mapped[str] = mapped_column(String(40))
+    token: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))  # card | sepa_debit | ach_debit
+    label: Mapped[str] = mapped_column(String(100))  # "Visa ending 4242", shown to clerks
+    is_default: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+    detached_at: Mapped[datetime | None]
+
+
+class Payment(Base):
+    """Money received from a customer, applied to invoices; what is left is customer credit."""
+
+    __tablename__ = "payments"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "number"),
+        Index("ix_payments_org_customer", "organization_id", "customer_id"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    number: Mapped[str] = mapped_column(String(60))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    received_on: Mapped[date] = mapped_column(Date)
+    method: Mapped[str] = mapped_column(String(20))  # bank_transfer | check | card | direct_debit
+    reference: Mapped[str | None] = mapped_column(String(200))
+    payment_method_id: Mapped[str | None] = mapped_column(String(40))
+    provider_reference: Mapped[str | None] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(20), default="manual")  # manual|collection|bank
+    # Left over after applying to invoices: became customer credit.
+    unapplied_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="completed")  # completed | reversed
+    reversed_at: Mapped[datetime | None]
+    reversal_reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class PaymentAllocation(Base):
+    """Part of a payment applied to one invoice; refunds and reversals reduce `undone_minor`."""
+
+    __tablename__ = "payment_allocations"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    payment_id: Mapped[str] = mapped_column(String(40), ForeignKey("payments.id"), index=True)
+    invoice_id: Mapped[str] = mapped_column(String(40), ForeignKey("invoices.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    undone_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime]
+
+
+class Refund(Base):
+    """Money paid back to a customer: from a payment, or from the customer's credit balance."""
+
+    __tablename__ = "refunds"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"), index=True)
+    payment_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("payments.id"))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    # Of the amount: reopened on invoices / taken from customer credit.
+    from_invoices_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    from_credit_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    refunded_on: Mapped[date] = mapped_column(Date)
+    reason: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(String(20))
+    provider_reference: Mapped[str | None] = mapped_column(String(200))
+    created_by: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class PaymentAttempt(Base):
+    """One automatic charge of an invoice through the payment provider, and its outcome."""
+
+    __tablename__ = "payment_attempts"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    invoice_id: Mapped[str] = mapped_column(String(40), ForeignKey("invoices.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    payment_method_id: Mapped[str] = mapped_column(String(40))
+    attempt: Mapped[int] = mapped_column(Integer)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20))  # approved | declined | failed
+    provider_reference: Mapped[str | None] = mapped_column(String(200))
+    failure_code: Mapped[str | None] = mapped_column(String(60))
+    failure_message: Mapped[str | None] = mapped_column(String(300))
+    attempted_on: Mapped[date] = mapped_column(Date)
+    # The day of the next try; None: no more tries (paid, or the schedule is used up).
+    next_attempt_on: Mapped[date | None] = mapped_column(Date)
+    payment_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+# -- cash application: bank statements --------------------------------------------------------
+
+
+class BankStatement(Base):
+    __tablename__ = "bank_statements"
+    __table_args__ = (UniqueConstraint("organization_id", "file_sha256"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    format: Mapped[str] = mapped_column(String(20))
+    file_name: Mapped[str] = mapped_column(String(300))
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    account: Mapped[str | None] = mapped_column(String(60))
+    statement_ref: Mapped[str | None] = mapped_column(String(100))
+    lines_total: Mapped[int] = mapped_column(Integer)
+    lines_new: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str | None] = mapped_column(String(40))
+    imported_at: Mapped[datetime]
+
+
+class BankStatementLine(Base):
+    """A statement line: applied automatically, waiting for a clerk, or set aside."""
+
+    __tablename__ = "bank_statement_lines"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "line_key"),
+        Index("ix_bank_statement_lines_org_status", "organization_id", "status"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    statement_id: Mapped[str] = mapped_column(String(40), ForeignKey("bank_statements.id"))
+    line_key: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column(Integer)
+    booking_date: Mapped[date] = mapped_column(Date)
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    payer_name: Mapped[str | None] = mapped_column(String(300))
+    payer_account: Mapped[str | None] = mapped_column(String(60))
+    remittance_text: Mapped[str | None] = mapped_column(Text)
+    creditor_reference: Mapped[str | None] = mapped_column(String(60))
+    bank_reference: Mapped[str | None] = mapped_column(String(100))
+    # applied (automatically or by a clerk) | review | ignored | outgoing
+    status: Mapped[str] = mapped_column(String(20))
+    confidence: Mapped[int] = mapped_column(Integer, default=0)
+    method: Mapped[str] = mapped_column(String(30), default="none")
+    proposal: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    customer_id: Mapped[str | None] = mapped_column(String(40))
+    payment_id: Mapped[str | None] = mapped_column(String(40))
+    resolved_by: Mapped[str | None] = mapped_column(String(40))
+    resolved_at: Mapped[datetime | None]
+
+
+# -- dunning ----------------------------------------------------------------------------------
+
+
+class DunningPolicy(Base):
+    __tablename__ = "dunning_policies"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    name: Mapped[str] = mapped_column(String(200))
+    # [{"offset_days": -3, "level": 1, "name": "friendly reminder", "late_fee": false}, ...]
+    steps: Mapped[list[Any]]
+    # {"kind": "percent", "percent": "1.5", "fixed": {"EUR": "10.00"}, "cap": {"EUR": "40.00"}}
+    late_fee: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    is_default: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class DunningReminder(Base):
+    """A reminder step done for an invoice (sent, or skipped after a gap): never repeated."""
+
+    __tablename__ = "dunning_reminders"
+    __table_args__ = (UniqueConstraint("invoice_id", "step"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    invoice_id: Mapped[str] = mapped_column(String(40), ForeignKey("invoices.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    policy_id: Mapped[str] = mapped_column(String(40))
+    step: Mapped[int] = mapped_column(Integer)
+    level: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20))  # recorded | skipped
+    due_on: Mapped[date] = mapped_column(Date)
+    recorded_on: Mapped[date] = mapped_column(Date)
+    fee_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    debit_note_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+# -- the general ledger -----------------------------------------------------------------------
+
+
+class LedgerAccount(Base):
+    """The chart of accounts. `role` marks the accounts postings look for (receivable, bank,
+    tax_payable, customer_credit, revenue, bad_debt, late_fee_income)."""
+
+    __tablename__ = "ledger_accounts"
+    __table_args__ = (UniqueConstraint("organization_id", "code"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    code: Mapped[str] = mapped_column(String(20))
+    name: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(20))  # asset|liability|equity|revenue|expense
+    role: Mapped[str | None] = mapped_column(String(30))
+    created_at: Mapped[datetime]
+
+
+class JournalEntry(Base):
+    """A balanced journal entry, posted in the same transaction as the event it records."""
+
+    __tablename__ = "journal_entries"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "number"),
+        Index("ix_journal_entries_org_date", "organization_id", "entry_date"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    number: Mapped[str] = mapped_column(String(60))
+    entry_date: Mapped[date] = mapped_column(Date)
+    kind: Mapped[str] = mapped_column(String(40))
+    memo: Mapped[str] = mapped_column(String(500))
+    currency: Mapped[str] = mapped_column(String(3))
+    source_type: Mapped[str] = mapped_column(String(30))
+    source_id: Mapped[str] = mapped_column(String(40))
+    customer_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class JournalLine(Base):
+    __tablename__ = "journal_lines"
+    __table_args__ = (Index("ix_journal_lines_org_account", "organization_id", "account_code"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    entry_id: Mapped[str] = mapped_column(String(40), ForeignKey("journal_entries.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    account_code: Mapped[str] = mapped_column(String(20))
+    debit_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    credit_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    document: Mapped[str | None] = mapped_column(String(60))

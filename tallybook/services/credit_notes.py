@@ -7,7 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
+from tallybook.core import ledger as core_ledger
 from tallybook.core.credit import (
     CreditedSoFar,
     CreditError,
@@ -43,6 +45,7 @@ from tallybook.services.base import (
 )
 from tallybook.services.catalog import _decimal
 from tallybook.services.invoices import ISSUED_STATES, _refresh_amount_due, next_number
+from tallybook.services.ledger import accounts_of, post
 from tallybook.services.rating import TaxTable, rate_invoice, treatment_of
 
 
@@ -222,6 +225,7 @@ def create_credit_note(
         else:
             to_balance = min(max(total - invoice.amount_due_minor, 0), refundable)
         to_invoice = total - to_balance
+        owed_before = invoice.amount_due_minor
         invoice.credited_minor += to_invoice
         if to_balance:
             customer.credit_balance_minor += to_balance
@@ -238,6 +242,28 @@ def create_credit_note(
                 )
             )
         _refresh_amount_due(invoice)
+        off_receivable = owed_before - invoice.amount_due_minor
+        post(
+            session,
+            org.id,
+            core_ledger.credit_note_issued(
+                accounts_of(session, org.id),
+                number=note.number,
+                invoice_number=invoice.number or invoice.id,
+                issue_date=day,
+                currency=invoice.currency,
+                customer=customer.legal_name,
+                total_minor=total,
+                tax_minor=tax,
+                revenue_lines=_credited_revenue(session, results),
+                to_invoice_minor=off_receivable,
+                to_credit_minor=to_balance,
+                written_off_minor=to_invoice - off_receivable,
+            ),
+            source_type="credit_note",
+            source_id=note.id,
+            customer_id=customer.id,
+        )
         audit(
             session,
             actor,
@@ -254,6 +280,20 @@ def create_credit_note(
             },
         )
     return note
+
+
+def _credited_revenue(session: Any, results: list[Any]) -> list[tuple[str | None, int]]:
+    """(revenue account, credited net amount) per credited line: revenue is reversed on the
+    accounts the invoice line posted to."""
+    product_ids = {line.product_id for line, _ in results if line.product_id}
+    accounts = dict(
+        session.execute(
+            select(Product.id, Product.revenue_account).where(Product.id.in_(product_ids))
+        ).all()
+        if product_ids
+        else []
+    )
+    return [(accounts.get(line.product_id), credit.taxable_minor) for line, credit in results]
 
 
 def _issue_date(value: Any) -> date | None:
@@ -376,88 +416,126 @@ def create_debit_note(
 ) -> DebitNote:
     """Add charges to an issued invoice without editing it: a debit note with its own number."""
     actor.require(*MANAGERS, action="issue debit notes")
+    with db.transaction() as session:
+        invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
+        return issue_debit_note(session, actor, invoice, values)
+
+
+def issue_debit_note(
+    session: Session,
+    actor: Actor,
+    invoice: Invoice,
+    values: dict[str, Any],
+    *,
+    late_fee: bool = False,
+    day: date | None = None,
+) -> DebitNote:
+    """A debit note on a locked invoice, in the caller's transaction; a late fee posts to the
+    late fee income account."""
     reason = (values.get("reason") or "").strip()
     if not reason:
         raise InvalidInput("reason: say why the customer is charged more", field="reason")
     requested = values.get("lines") or []
     if not requested:
         raise InvalidInput("lines: give at least one line", field="lines")
-    with db.transaction() as session:
-        invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
-        if invoice.status not in ISSUED_STATES or invoice.status == "uncollectible":
-            raise Conflict(
-                f"invoice {invoice.number or invoice.id} is {invoice.status}; debit "
-                "notes apply to open issued invoices"
-            )
-        org = session.get(Organization, actor.organization_id)
-        customer = session.get(Customer, invoice.customer_id)
-        table = TaxTable.build(
-            session.scalars(select(TaxRate).where(TaxRate.organization_id == org.id))
+    if invoice.status not in ISSUED_STATES or invoice.status == "uncollectible":
+        raise Conflict(
+            f"invoice {invoice.number or invoice.id} is {invoice.status}; debit "
+            "notes apply to open issued invoices"
         )
-        entries = []
-        described = []
-        for index, line in enumerate(requested):
-            prefix = f"lines[{index}]"
-            if not line.get("description"):
-                raise InvalidInput(f"{prefix}.description: is required", field="lines")
-            quantity = _decimal(line.get("quantity", 1), f"{prefix}.quantity")
-            unit_price = _decimal(line.get("unit_price"), f"{prefix}.unit_price")
-            if quantity <= 0 or unit_price <= 0:
-                raise InvalidInput(f"{prefix}: a debit note adds a positive charge", field="lines")
-            category = "standard"
-            if line.get("product_id"):
-                category = get_owned(session, Product, line["product_id"], actor).tax_category
-            rates = table.for_customer(customer, category)
-            entries.append((f"d{index}", quantity * unit_price, rates, line.get("product_id")))
-            described.append(
-                {
-                    "description": line["description"],
-                    "quantity": str(quantity),
-                    "unit_price": str(unit_price),
-                }
-            )
-        totals = rate_invoice(org, invoice.currency, treatment_of(customer), entries, [])
-        for entry, line_totals in zip(described, totals.lines, strict=True):
-            entry.update(
-                subtotal_minor=line_totals.subtotal_minor,
-                tax_minor=line_totals.tax_minor,
-                total_minor=line_totals.total_minor,
-            )
-        day = local_date(utcnow(), customer.timezone)
-        note = DebitNote(
-            id=new_id("dn"),
-            organization_id=org.id,
-            invoice_id=invoice.id,
-            customer_id=customer.id,
-            number=next_number(session, org.id, "debit_note", org.debit_note_number_pattern, day),
-            currency=invoice.currency,
-            reason=reason,
-            issue_date=day,
-            due_date=day + timedelta(days=customer.payment_terms_days),
-            lines=described,
-            subtotal_minor=totals.subtotal_minor,
-            tax_minor=totals.tax_minor,
-            total_minor=totals.total_minor,
-            created_by=actor.key_id,
-            created_at=utcnow(),
-        )
-        session.add(note)
-        invoice.debited_minor += totals.total_minor
-        _refresh_amount_due(invoice)
-        session.flush()
-        audit(
-            session,
-            actor,
-            "debit_note.issued",
-            "debit_note",
-            note.id,
+    org = session.get(Organization, actor.organization_id)
+    customer = session.get(Customer, invoice.customer_id)
+    table = TaxTable.build(
+        session.scalars(select(TaxRate).where(TaxRate.organization_id == org.id))
+    )
+    entries = []
+    described = []
+    for index, line in enumerate(requested):
+        prefix = f"lines[{index}]"
+        if not line.get("description"):
+            raise InvalidInput(f"{prefix}.description: is required", field="lines")
+        quantity = _decimal(line.get("quantity", 1), f"{prefix}.quantity")
+        unit_price = _decimal(line.get("unit_price"), f"{prefix}.unit_price")
+        if quantity <= 0 or unit_price <= 0:
+            raise InvalidInput(f"{prefix}: a debit note adds a positive charge", field="lines")
+        category = "standard"
+        if line.get("product_id"):
+            category = get_owned(session, Product, line["product_id"], actor).tax_category
+        rates = table.for_customer(customer, category)
+        entries.append((f"d{index}", quantity * unit_price, rates, line.get("product_id")))
+        described.append(
             {
-                "number": note.number,
-                "invoice": invoice.number,
-                "total_minor": totals.total_minor,
-                "reason": reason,
-            },
+                "description": line["description"],
+                "quantity": str(quantity),
+                "unit_price": str(unit_price),
+            }
         )
+    totals = rate_invoice(org, invoice.currency, treatment_of(customer), entries, [])
+    for entry, line_totals in zip(described, totals.lines, strict=True):
+        entry.update(
+            subtotal_minor=line_totals.subtotal_minor,
+            tax_minor=line_totals.tax_minor,
+            total_minor=line_totals.total_minor,
+        )
+    day = local_date(utcnow(), customer.timezone)
+    note = DebitNote(
+        id=new_id("dn"),
+        organization_id=org.id,
+        invoice_id=invoice.id,
+        customer_id=customer.id,
+        number=next_number(session, org.id, "debit_note", org.debit_note_number_pattern, day),
+        currency=invoice.currency,
+        reason=reason,
+        issue_date=day,
+        due_date=day + timedelta(days=customer.payment_terms_days),
+        lines=described,
+        subtotal_minor=totals.subtotal_minor,
+        tax_minor=totals.tax_minor,
+        total_minor=totals.total_minor,
+        created_by=actor.key_id,
+        created_at=utcnow(),
+    )
+    session.add(note)
+    invoice.debited_minor += totals.total_minor
+    _refresh_amount_due(invoice)
+    session.flush()
+    post(
+        session,
+        org.id,
+        core_ledger.invoice_issued(
+            accounts_of(session, org.id),
+            number=note.number,
+            issue_date=day,
+            currency=invoice.currency,
+            customer=customer.legal_name,
+            total_minor=totals.total_minor,
+            tax_minor=totals.tax_minor,
+            revenue_lines=[
+                (
+                    session.get(Product, entry[3]).revenue_account if entry[3] else None,
+                    line_totals.subtotal_minor - line_totals.discount_minor,
+                )
+                for entry, line_totals in zip(entries, totals.lines, strict=True)
+            ],
+            late_fee=late_fee,
+        ),
+        source_type="debit_note",
+        source_id=note.id,
+        customer_id=customer.id,
+    )
+    audit(
+        session,
+        actor,
+        "debit_note.issued",
+        "debit_note",
+        note.id,
+        {
+            "number": note.number,
+            "invoice": invoice.number,
+            "total_minor": totals.total_minor,
+            "reason": reason,
+        },
+    )
     return note
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from tallybook.core.explain import explain_line
 from tallybook.core.numbering import format_number, series_scope
 from tallybook.core.periods import local_date
+from tallybook.core.references import creditor_reference
 from tallybook.db.models import (
     Customer,
     CustomerCreditEntry,
@@ -464,6 +465,10 @@ def issue_invoice(
                 )
             )
         _refresh_amount_due(invoice)
+        invoice.payment_reference = creditor_reference(invoice.number)
+        from tallybook.services.ledger import post_invoice_issued
+
+        post_invoice_issued(session, invoice, customer)
         audit(
             session,
             actor,
@@ -507,7 +512,8 @@ def _refresh_amount_due(invoice: Invoice) -> None:
         + invoice.debited_minor
         - invoice.credit_applied_minor
         - invoice.credited_minor
-        - invoice.paid_minor,
+        - invoice.paid_minor
+        - invoice.written_off_minor,
         0,
     )
     if invoice.status not in ("issued", "partially_paid", "paid"):
@@ -561,6 +567,19 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
         invoice.amount_due_minor = 0
         if was == "draft":
             _release_draft(session, invoice)
+        else:
+            from tallybook.services.ledger import post_reversal
+
+            post_reversal(
+                session,
+                invoice.organization_id,
+                source_type="invoice",
+                source_id=invoice.id,
+                kind="invoice_voided",
+                on=local_date(invoice.voided_at, "UTC"),
+                document=invoice.number or invoice.id,
+                memo=f"{invoice.number} voided: {reason}",
+            )
         audit(
             session,
             actor,
@@ -645,15 +664,47 @@ def _release_draft(session: Session, invoice: Invoice) -> None:
 
 
 def mark_uncollectible(db: Database, actor: Actor, invoice_id: str, reason: str) -> Invoice:
+    """Write off what is still owed: Dr bad debt / Cr receivable; the invoice is uncollectible."""
     actor.require(*MANAGERS, action="mark invoices uncollectible")
+    if not reason or not reason.strip():
+        raise InvalidInput("reason: say why the invoice is written off", field="reason")
     with db.transaction() as session:
         invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
         if invoice.status not in ("issued", "partially_paid"):
             raise Conflict(
                 f"only an open issued invoice can be uncollectible; this one is {invoice.status}"
             )
+        amount = invoice.amount_due_minor
+        customer = session.get(Customer, invoice.customer_id)
+        invoice.written_off_minor += amount
+        _refresh_amount_due(invoice)
         invoice.status = "uncollectible"
-        audit(session, actor, "invoice.uncollectible", "invoice", invoice.id, {"reason": reason})
+        from tallybook.core import ledger as core_ledger
+        from tallybook.services.ledger import accounts_of, post
+
+        post(
+            session,
+            invoice.organization_id,
+            core_ledger.written_off(
+                accounts_of(session, invoice.organization_id),
+                number=invoice.number or invoice.id,
+                on=local_date(utcnow(), customer.timezone),
+                currency=invoice.currency,
+                customer=customer.legal_name,
+                amount_minor=amount,
+            ),
+            source_type="invoice",
+            source_id=invoice.id,
+            customer_id=customer.id,
+        )
+        audit(
+            session,
+            actor,
+            "invoice.uncollectible",
+            "invoice",
+            invoice.id,
+            {"reason": reason, "written_off_minor": amount},
+        )
     return invoice
 
 
