@@ -226,6 +226,11 @@ def create_credit_note(
             to_balance = min(max(total - invoice.amount_due_minor, 0), refundable)
         to_invoice = total - to_balance
         owed_before = invoice.amount_due_minor
+        # Crediting more than is still owed on a written-off invoice takes back part of the
+        # write-off (the ledger moves it out of bad debt), never a negative balance.
+        invoice.written_off_minor -= min(
+            max(to_invoice - owed_before, 0), invoice.written_off_minor
+        )
         invoice.credited_minor += to_invoice
         if to_balance:
             customer.credit_balance_minor += to_balance
