@@ -1,7 +1,7 @@
 """The FastAPI application: routes under /v1, key authentication, problem details."""
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -25,8 +25,10 @@ from tallybook.services import (
     events,
     invoices,
     late_usage,
+    ledger,
     metering,
     organizations,
+    payments,
     subscriptions,
 )
 from tallybook.services.base import (
@@ -503,6 +505,97 @@ def create_app(db: Database | None = None) -> FastAPI:
             for line in values["lines"]
         ]
         return render.debit_note(credit_notes.create_debit_note(database, who, invoice_id, values))
+
+    # -- payments and refunds -------------------------------------------------------------------
+
+    def _money_values(values: dict, *keys: str) -> dict:
+        for key in keys:
+            if values.get(key) is not None:
+                values[key] = str(values[key])
+        return values
+
+    @v1.post("/payments", status_code=201, tags=["payments"])
+    def post_payment(body: s.PaymentIn, who: Who, idem: Idem = None) -> dict:
+        """Record money received; applied oldest first unless allocations or invoice_ids say
+        otherwise; what is left becomes customer credit."""
+        values = _money_values(body.values(), "amount")
+        if values.get("allocations"):
+            values["allocations"] = [_money_values(a, "amount") for a in values["allocations"]]
+        view = payments.record_payment(database, who, values)
+        return render.payment(view.payment, view.allocations)
+
+    @v1.get("/payments", tags=["payments"])
+    def get_payments(who: Who, customer_id: str | None = None, limit: Limit = 100) -> dict:
+        rows = payments.list_payments(database, who, customer_id=customer_id, limit=limit)
+        return {"data": [render.payment(p) for p in rows]}
+
+    @v1.get("/payments/{payment_id}", tags=["payments"])
+    def get_payment(payment_id: str, who: Who) -> dict:
+        view = payments.get_payment(database, who, payment_id)
+        return render.payment(view.payment, view.allocations)
+
+    @v1.post("/payments/{payment_id}/reverse", tags=["payments"])
+    def post_payment_reversal(
+        payment_id: str, body: s.ReasonIn, who: Who, idem: Idem = None
+    ) -> dict:
+        """The payment did not happen (bounced check, wrong customer): undo it."""
+        view = payments.reverse_payment(database, who, payment_id, body.reason)
+        return render.payment(view.payment, view.allocations)
+
+    @v1.post("/payments/{payment_id}/refunds", status_code=201, tags=["payments"])
+    def post_payment_refund(payment_id: str, body: s.RefundIn, who: Who, idem: Idem = None) -> dict:
+        values = _money_values(body.values(), "amount")
+        return render.refund(payments.refund_payment(database, who, payment_id, values))
+
+    @v1.post("/customers/{customer_id}/credit-refunds", status_code=201, tags=["payments"])
+    def post_credit_refund(customer_id: str, body: s.RefundIn, who: Who, idem: Idem = None) -> dict:
+        """Pay back (part of) the customer's credit balance."""
+        values = _money_values(body.values(), "amount")
+        return render.refund(payments.refund_credit(database, who, customer_id, values))
+
+    @v1.get("/refunds", tags=["payments"])
+    def get_refunds(who: Who, customer_id: str | None = None, limit: Limit = 100) -> dict:
+        rows = payments.list_refunds(database, who, customer_id=customer_id, limit=limit)
+        return {"data": [render.refund(r) for r in rows]}
+
+    # -- general ledger -------------------------------------------------------------------------
+
+    @v1.get("/ledger/accounts", tags=["ledger"])
+    def get_ledger_accounts(who: Who) -> dict:
+        return {"data": [render.ledger_account(a) for a in ledger.list_accounts(database, who)]}
+
+    @v1.put("/ledger/accounts/{code}", tags=["ledger"])
+    def put_ledger_account(code: str, body: s.LedgerAccountIn, who: Who) -> dict:
+        """Add an account to the chart or change it; a role moves to this account."""
+        account = ledger.save_account(
+            database, who, code=code, name=body.name, type=body.type, role=body.role
+        )
+        return render.ledger_account(account)
+
+    @v1.get("/ledger/journal", tags=["ledger"])
+    def get_journal(
+        who: Who,
+        date_from: Annotated[date | None, Query(alias="from")] = None,
+        date_to: Annotated[date | None, Query(alias="to")] = None,
+        limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    ) -> dict:
+        views = ledger.list_journal(
+            database, who, date_from=date_from, date_to=date_to, limit=limit
+        )
+        return {"data": [render.journal_entry(v) for v in views]}
+
+    @v1.get("/ledger/trial-balance", tags=["ledger"])
+    def get_trial_balance(
+        who: Who, as_of: Annotated[date | None, Query(description="default: today")] = None
+    ) -> dict:
+        day = as_of or utcnow().date()
+        rows = ledger.trial_balance(database, who, day)
+        totals = ledger.summarise(rows)
+        return {
+            "as_of": day.isoformat(),
+            "accounts": [render.trial_balance_row(r) for r in rows],
+            "totals": {cur: render.with_amounts(dict(t), cur) for cur, t in totals.items()},
+        }
 
     @app.get("/health", tags=["health"])
     def health() -> dict:

@@ -172,7 +172,10 @@ INVOICE = (
     "credited_minor",
     "debited_minor",
     "paid_minor",
+    "written_off_minor",
     "amount_due_minor",
+    "payment_reference",
+    "disputed_at",
     "created_at",
     "issued_at",
     "voided_at",
@@ -306,3 +309,104 @@ def debit_note(n: Any) -> dict[str, Any]:
 
 def charge(c: Any) -> dict[str, Any]:
     return row(c, CHARGE)
+
+
+PAYMENT = (
+    "id",
+    "number",
+    "customer_id",
+    "currency",
+    "amount_minor",
+    "received_on",
+    "method",
+    "reference",
+    "source",
+    "unapplied_minor",
+    "refunded_minor",
+    "status",
+    "reversed_at",
+    "reversal_reason",
+    "created_at",
+)
+REFUND = (
+    "id",
+    "customer_id",
+    "payment_id",
+    "currency",
+    "amount_minor",
+    "from_invoices_minor",
+    "from_credit_minor",
+    "refunded_on",
+    "reason",
+    "method",
+    "provider_reference",
+    "created_at",
+)
+
+
+def payment(p: Any, allocations: list[Any] | None = None) -> dict[str, Any]:
+    data = with_amounts(row(p, PAYMENT), p.currency)
+    if allocations is not None:
+        data["allocations"] = [
+            with_amounts(
+                {
+                    "invoice_id": a.invoice_id,
+                    "amount_minor": a.amount_minor,
+                    "undone_minor": a.undone_minor,
+                },
+                p.currency,
+            )
+            for a in allocations
+        ]
+    return data
+
+
+def refund(r: Any) -> dict[str, Any]:
+    return with_amounts(row(r, REFUND), r.currency)
+
+
+def ledger_account(a: Any) -> dict[str, Any]:
+    return {"code": a.code, "name": a.name, "type": a.type, "role": a.role}
+
+
+def journal_entry(view: Any) -> dict[str, Any]:
+    e = view.entry
+    return {
+        "id": e.id,
+        "number": e.number,
+        "entry_date": e.entry_date.isoformat(),
+        "kind": e.kind,
+        "memo": e.memo,
+        "currency": e.currency,
+        "source_type": e.source_type,
+        "source_id": e.source_id,
+        "customer_id": e.customer_id,
+        "lines": [
+            with_amounts(
+                {
+                    "account": x.account_code,
+                    "debit_minor": x.debit_minor,
+                    "credit_minor": x.credit_minor,
+                    "description": x.description,
+                    "document": x.document,
+                },
+                e.currency,
+            )
+            for x in view.lines
+        ],
+    }
+
+
+def trial_balance_row(r: Any) -> dict[str, Any]:
+    return with_amounts(
+        {
+            "code": r.code,
+            "name": r.name,
+            "type": r.type,
+            "currency": r.currency,
+            "debit_minor": r.debit_minor,
+            "credit_minor": r.credit_minor,
+            "balance_minor": r.balance_minor,
+        },
+        r.currency,
+    )

@@ -338,3 +338,46 @@ class EventBatchOut(BaseModel):
     quarantined: int
     late_periods: int
     results: list[EventOutcomeOut]
+
+
+class AllocationIn(Body):
+    invoice_id: str
+    amount: Decimal_
+
+
+class PaymentIn(Body):
+    customer_id: str | None = None
+    amount: Decimal_
+    currency: str
+    received_on: date | None = None
+    method: Literal["bank_transfer", "check", "card", "direct_debit", "cash", "other"] = (
+        "bank_transfer"
+    )
+    reference: str | None = None
+    allocations: list[AllocationIn] | None = None
+    invoice_ids: list[str] | None = None
+
+
+class RefundIn(Body):
+    reason: str
+    amount: Decimal_ | None = None
+    method: Literal["bank_transfer", "check", "card", "direct_debit", "cash", "other"] | None = None
+    refunded_on: date | None = None
+    provider_reference: str | None = None
+
+
+class LedgerAccountIn(Body):
+    name: str
+    type: Literal["asset", "liability", "equity", "revenue", "expense"]
+    role: (
+        Literal[
+            "bank",
+            "receivable",
+            "tax_payable",
+            "customer_credit",
+            "revenue",
+            "late_fee_income",
+            "bad_debt",
+        ]
+        | None
+    ) = None
