@@ -36,8 +36,10 @@ from tallybook.services import (
     events,
     invoices,
     late_usage,
+    ledger,
     metering,
     organizations,
+    payments,
     subscriptions,
 )
 from tallybook.services.base import Actor, Database, NotFound, ServiceError
@@ -75,6 +77,8 @@ debit_notes_app = _group("debit-notes", "Debit notes: further charges on issued 
 metrics_app = _group("metrics", "Billable metrics: what usage events add up to.")
 events_app = _group("events", "Usage events: send one, import a file, the quarantine.")
 usage_app = _group("usage", "Usage billing: late usage waiting to be re-rated or billed.")
+payments_app = _group("payments", "Payments received, their reversal and refunds.")
+ledger_app = _group("ledger", "The general ledger: chart of accounts, journal, trial balance.")
 
 # -- shared options ----------------------------------------------------------------------------
 
@@ -2162,3 +2166,305 @@ def usage_late(api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+# -- payments --------------------------------------------------------------------------------
+
+
+def _payment_lines(view: payments.PaymentView) -> None:
+    p = view.payment
+    typer.echo(
+        f"Payment {p.number} ({p.id}): {format_minor(p.amount_minor, p.currency)} "
+        f"from {p.customer_id} on {p.received_on}, {p.status}"
+    )
+    for a in view.allocations:
+        undone = f" ({format_minor(a.undone_minor, p.currency)} undone)" if a.undone_minor else ""
+        typer.echo(
+            f"  applied to {a.invoice_id}: {format_minor(a.amount_minor, p.currency)}{undone}"
+        )
+    if p.unapplied_minor:
+        typer.echo(f"  left as customer credit: {format_minor(p.unapplied_minor, p.currency)}")
+    if p.refunded_minor:
+        typer.echo(f"  refunded: {format_minor(p.refunded_minor, p.currency)}")
+
+
+@command(payments_app, "record")
+def payments_record(
+    amount: Annotated[str, typer.Option("--amount", help="Amount received, e.g. 119.00.")],
+    currency: Annotated[str, typer.Option("--currency", help="ISO 4217 code.")],
+    customer: Annotated[
+        str | None, typer.Option("--customer", help="Customer id (or name invoices).")
+    ] = None,
+    invoice: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--invoice",
+            help="INVOICE (settle it, oldest first among those given) or INVOICE=AMOUNT "
+            "(apply exactly). Repeatable; default: all open invoices, oldest first.",
+        ),
+    ] = None,
+    method: Annotated[
+        str, typer.Option("--method", help="bank_transfer, check, card, direct_debit, cash.")
+    ] = "bank_transfer",
+    reference: Annotated[
+        str | None, typer.Option("--reference", help="Check number, bank reference.")
+    ] = None,
+    received_on: Annotated[
+        str | None, typer.Option("--received-on", help="YYYY-MM-DD; default today.")
+    ] = None,
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record money received and apply it to the customer's open invoices."""
+    values: dict[str, Any] = {
+        "amount": amount,
+        "currency": currency,
+        "customer_id": customer,
+        "method": method,
+        "reference": reference,
+        "received_on": received_on,
+    }
+    with _session(api_key) as (db, actor):
+        if invoice:
+            exact = [spec for spec in invoice if "=" in spec]
+            if exact and len(exact) != len(invoice):
+                _fail("--invoice: give every invoice with =AMOUNT, or none")
+            if exact:
+                values["allocations"] = [
+                    {
+                        "invoice_id": _invoice_id(db, actor, spec.split("=", 1)[0].strip()),
+                        "amount": spec.split("=", 1)[1].strip(),
+                    }
+                    for spec in exact
+                ]
+            else:
+                values["invoice_ids"] = [_invoice_id(db, actor, ref) for ref in invoice]
+        view = payments.record_payment(db, actor, values)
+    if as_json:
+        _emit_json(render.payment(view.payment, view.allocations))
+        return
+    _payment_lines(view)
+
+
+@command(payments_app, "list")
+def payments_list(
+    customer: Annotated[str | None, typer.Option("--customer", help="Customer id.")] = None,
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List payments, newest first."""
+    with _session(api_key) as (db, actor):
+        rows = payments.list_payments(db, actor, customer_id=customer)
+    if as_json:
+        _emit_json([render.payment(p) for p in rows])
+        return
+    _table(
+        ["Number", "ID", "Customer", "Received", "Method", "Status", "Amount", "Unapplied"],
+        [
+            [
+                p.number,
+                p.id,
+                p.customer_id,
+                p.received_on,
+                p.method,
+                p.status,
+                format_minor(p.amount_minor, p.currency),
+                format_minor(p.unapplied_minor, p.currency),
+            ]
+            for p in rows
+        ],
+        right=("Amount", "Unapplied"),
+    )
+
+
+@command(payments_app, "show")
+def payments_show(
+    payment: Annotated[str, typer.Argument(metavar="ID_OR_NUMBER")],
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a payment and where it was applied."""
+    with _session(api_key) as (db, actor):
+        view = payments.get_payment(db, actor, payment)
+    if as_json:
+        _emit_json(render.payment(view.payment, view.allocations))
+        return
+    _payment_lines(view)
+
+
+@command(payments_app, "reverse")
+def payments_reverse(
+    payment: Annotated[str, typer.Argument(metavar="ID_OR_NUMBER")],
+    reason: Annotated[str, typer.Option("--reason", help="Why: bounced check, wrong customer.")],
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Reverse a payment that did not happen: its invoices are owed again."""
+    with _session(api_key) as (db, actor):
+        view = payments.reverse_payment(db, actor, payment, reason)
+    if as_json:
+        _emit_json(render.payment(view.payment, view.allocations))
+        return
+    _payment_lines(view)
+
+
+@command(payments_app, "refund")
+def payments_refund(
+    payment: Annotated[
+        str | None, typer.Argument(metavar="ID_OR_NUMBER", help="Payment to refund.")
+    ] = None,
+    reason: Annotated[str, typer.Option("--reason", help="Why the money goes back.")] = "",
+    amount: Annotated[
+        str | None, typer.Option("--amount", help="Default: all that is left.")
+    ] = None,
+    credit_of: Annotated[
+        str | None,
+        typer.Option("--credit-of", help="Refund this customer's credit balance instead."),
+    ] = None,
+    method: Annotated[str | None, typer.Option("--method", help="How it is paid back.")] = None,
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Refund a payment (its credit first, then its invoices) or a customer's credit balance."""
+    if (payment is None) == (credit_of is None):
+        _fail("give a payment to refund, or --credit-of CUSTOMER (one of the two)")
+    values = {"reason": reason, "amount": amount, "method": method}
+    with _session(api_key) as (db, actor):
+        if credit_of:
+            refund = payments.refund_credit(db, actor, credit_of, values)
+        else:
+            refund = payments.refund_payment(db, actor, payment or "", values)
+    if as_json:
+        _emit_json(render.refund(refund))
+        return
+    typer.echo(
+        f"Refunded {format_minor(refund.amount_minor, refund.currency)} ({refund.id}): "
+        f"{format_minor(refund.from_credit_minor, refund.currency)} from customer credit, "
+        f"{format_minor(refund.from_invoices_minor, refund.currency)} reopened on invoices"
+    )
+
+
+# -- ledger ----------------------------------------------------------------------------------
+
+
+def _day_option(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option}: {value!r} is not a date (YYYY-MM-DD)")
+
+
+@command(ledger_app, "accounts")
+def ledger_accounts(api_key: ApiKeyOpt = None, as_json: JsonOpt = False) -> None:
+    """The chart of accounts."""
+    with _session(api_key) as (db, actor):
+        rows = ledger.list_accounts(db, actor)
+    if as_json:
+        _emit_json([render.ledger_account(a) for a in rows])
+        return
+    _table(["Code", "Name", "Type", "Role"], [[a.code, a.name, a.type, a.role or ""] for a in rows])
+
+
+@command(ledger_app, "set-account")
+def ledger_set_account(
+    code: str,
+    name: Annotated[str, typer.Option("--name")],
+    type_: Annotated[
+        str, typer.Option("--type", help="asset, liability, equity, revenue or expense.")
+    ],
+    role: Annotated[
+        str | None, typer.Option("--role", help="Move a posting role to this account.")
+    ] = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Add or change an account of the chart."""
+    with _session(api_key) as (db, actor):
+        account = ledger.save_account(db, actor, code=code, name=name, type=type_, role=role)
+    typer.echo(f"Account {account.code} {account.name} ({account.type}, role {account.role})")
+
+
+@command(ledger_app, "journal")
+def ledger_journal(
+    date_from: Annotated[str | None, typer.Option("--from", help="YYYY-MM-DD")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="YYYY-MM-DD")] = None,
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Journal entries with their lines."""
+    start, end = _day_option(date_from, "--from"), _day_option(date_to, "--to")
+    with _session(api_key) as (db, actor):
+        views = ledger.list_journal(db, actor, date_from=start, date_to=end)
+    if as_json:
+        _emit_json([render.journal_entry(v) for v in views])
+        return
+    rows = []
+    for v in views:
+        for x in v.lines:
+            rows.append(
+                [
+                    v.entry.number,
+                    v.entry.entry_date,
+                    v.entry.kind,
+                    x.account_code,
+                    format_minor(x.debit_minor, v.entry.currency) if x.debit_minor else "",
+                    format_minor(x.credit_minor, v.entry.currency) if x.credit_minor else "",
+                    x.document or "",
+                ]
+            )
+    _table(
+        ["Entry", "Date", "Kind", "Account", "Debit", "Credit", "Document"],
+        rows,
+        right=("Debit", "Credit"),
+    )
+
+
+@command(ledger_app, "trial-balance")
+def ledger_trial_balance(
+    as_of: Annotated[str | None, typer.Option("--as-of", help="YYYY-MM-DD; default today.")] = None,
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Debits, credits and balance per account and currency as of a date."""
+    day = _day_option(as_of, "--as-of") or date.today()
+    with _session(api_key) as (db, actor):
+        rows = ledger.trial_balance(db, actor, day)
+    totals = ledger.summarise(rows)
+    if as_json:
+        _emit_json(
+            {
+                "as_of": day.isoformat(),
+                "accounts": [render.trial_balance_row(r) for r in rows],
+                "totals": {c: render.with_amounts(dict(t), c) for c, t in totals.items()},
+            }
+        )
+        return
+    _table(
+        ["Code", "Account", "Type", "Currency", "Debit", "Credit", "Balance"],
+        [
+            [
+                r.code,
+                r.name,
+                r.type,
+                r.currency,
+                format_minor(r.debit_minor, r.currency),
+                format_minor(r.credit_minor, r.currency),
+                format_minor(r.balance_minor, r.currency),
+            ]
+            for r in rows
+        ]
+        + [
+            [
+                "",
+                "Total",
+                "",
+                c,
+                format_minor(t["debit_minor"], c),
+                format_minor(t["credit_minor"], c),
+                "",
+            ]
+            for c, t in totals.items()
+        ],
+        right=("Debit", "Credit", "Balance"),
+    )
