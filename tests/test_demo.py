@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,8 +13,14 @@ from sqlalchemy import select
 from tallybook import demo
 from tallybook.core.pricing import PricingModel
 from tallybook.db.models import Organization
-from tallybook.services import credit_notes, customers, invoices
+from tallybook.services import credit_notes, customers, invoices, ledger
 from tallybook.services.base import Actor, Database, Role
+
+
+def bean_check(path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    path.write_text(text, encoding="utf-8")
+    tool = Path(sys.executable).with_name("bean-check")
+    return subprocess.run([str(tool), str(path)], capture_output=True, text=True, timeout=300)
 
 
 def _all_customers(db: Database, actor: Actor) -> list:
@@ -73,5 +82,23 @@ def test_demo_builds_a_realistic_billed_organisation(
         assert "commitment_true_up" in kinds
         assert {"adjustment", "milestone", "one_off", "time_and_materials"} <= kinds
         assert prorated > 0
+
+        # The demo's journal, exported as beancount, passes bean-check (a separate process:
+        # beancount is GPL); the same export with one amount changed fails it.
+        exported = ledger.export_journal(db, viewer, "beancount")
+        assert exported.count(" * ") >= len(issued)
+        checked = bean_check(tmp_path / "demo.beancount", exported)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        amount = re.search(r"^  Income:\S+\s+(-\d+\.\d\d) EUR$", exported, re.MULTILINE)
+        assert amount is not None
+        tampered = exported.replace(
+            amount.group(0),
+            amount.group(0).replace(
+                amount.group(1), amount.group(1)[:-1] + ("1" if amount.group(1)[-1] != "1" else "2")
+            ),
+            1,
+        )
+        broken = bean_check(tmp_path / "broken.beancount", tampered)
+        assert broken.returncode != 0 and "does not balance" in broken.stdout + broken.stderr
     finally:
         db.dispose()

@@ -584,6 +584,30 @@ def create_app(db: Database | None = None) -> FastAPI:
         )
         return {"data": [render.journal_entry(v) for v in views]}
 
+    @v1.get("/ledger/export", tags=["ledger"])
+    def get_journal_export(
+        who: Who,
+        format: Annotated[
+            str, Query(description="beancount, iif, quickbooks-csv, xero-csv or csv")
+        ] = "csv",
+        date_from: Annotated[date | None, Query(alias="from")] = None,
+        date_to: Annotated[date | None, Query(alias="to")] = None,
+        currency: str | None = None,
+    ) -> Response:
+        """The journal of a period as a file for an accounting system."""
+        text = ledger.export_journal(
+            database, who, format, date_from=date_from, date_to=date_to, currency=currency
+        )
+        media = {"beancount": "text/plain", "iif": "text/tab-separated-values"}.get(
+            format, "text/csv"
+        )
+        suffix = {"beancount": "beancount", "iif": "iif"}.get(format, "csv")
+        return Response(
+            text,
+            media_type=f"{media}; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="journal.{suffix}"'},
+        )
+
     @v1.get("/ledger/trial-balance", tags=["ledger"])
     def get_trial_balance(
         who: Who, as_of: Annotated[date | None, Query(description="default: today")] = None

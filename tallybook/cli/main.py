@@ -2468,3 +2468,31 @@ def ledger_trial_balance(
         ],
         right=("Debit", "Credit", "Balance"),
     )
+
+
+@command(ledger_app, "export")
+def ledger_export(
+    format: Annotated[
+        str, typer.Option("--format", help="beancount, iif, quickbooks-csv, xero-csv or csv.")
+    ] = "csv",
+    date_from: Annotated[str | None, typer.Option("--from", help="YYYY-MM-DD")] = None,
+    date_to: Annotated[str | None, typer.Option("--to", help="YYYY-MM-DD")] = None,
+    currency: Annotated[
+        str | None, typer.Option("--currency", help="Only this currency's entries.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file (default stdout).")
+    ] = None,
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Export the journal of a period for an accounting system."""
+    start, end = _day_option(date_from, "--from"), _day_option(date_to, "--to")
+    with _session(api_key) as (db, actor):
+        text = ledger.export_journal(
+            db, actor, format, date_from=start, date_to=end, currency=currency
+        )
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"Wrote {output} ({len(text.splitlines())} lines)")

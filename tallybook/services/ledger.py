@@ -415,3 +415,78 @@ def summarise(rows: Sequence[TrialBalanceRow]) -> dict[str, Any]:
         t["debit_minor"] += row.debit_minor
         t["credit_minor"] += row.credit_minor
     return totals
+
+
+# -- exports for accounting -------------------------------------------------------------------
+
+EXPORT_FORMATS = ("beancount", "iif", "quickbooks-csv", "xero-csv", "csv")
+
+
+def export_journal(
+    db: Database,
+    actor: Actor,
+    format: str,
+    *,
+    date_from: date | None = None,
+    date_to: date | None = None,
+    currency: str | None = None,
+) -> str:
+    """The journal of a period in an accounting system's import format.
+
+    IIF and Xero files carry no currency: give `currency` when the books hold several."""
+    from tallybook.formats import journals as fmt
+
+    if format not in EXPORT_FORMATS:
+        raise InvalidInput(f"format: one of {', '.join(EXPORT_FORMATS)}", field="format")
+    views = list_journal(db, actor, date_from=date_from, date_to=date_to)
+    if currency:
+        views = [v for v in views if v.entry.currency == currency.upper()]
+    with db.reading() as session:
+        chart = {
+            a.code: fmt.Account(a.code, a.name, a.type)
+            for a in session.scalars(
+                select(LedgerAccount).where(LedgerAccount.organization_id == actor.organization_id)
+            )
+        }
+        names = dict(
+            session.execute(
+                select(Customer.id, Customer.legal_name).where(
+                    Customer.organization_id == actor.organization_id,
+                    Customer.id.in_({v.entry.customer_id for v in views if v.entry.customer_id}),
+                )
+            ).all()
+        )
+    entries = [
+        fmt.JournalEntry(
+            number=v.entry.number,
+            date=v.entry.entry_date,
+            currency=v.entry.currency,
+            memo=v.entry.memo,
+            kind=v.entry.kind,
+            lines=tuple(
+                fmt.JournalLine(
+                    account=chart.get(x.account_code)
+                    or fmt.Account(x.account_code, x.account_code, "asset"),
+                    debit_minor=x.debit_minor,
+                    credit_minor=x.credit_minor,
+                    description=x.description,
+                    customer=names.get(v.entry.customer_id or ""),
+                    document=x.document,
+                )
+                for x in v.lines
+            ),
+        )
+        for v in views
+    ]
+    try:
+        if format == "beancount":
+            return fmt.to_beancount(entries, list(chart.values()))
+        if format == "iif":
+            return fmt.to_iif(entries)
+        if format == "quickbooks-csv":
+            return fmt.to_quickbooks_online_csv(entries)
+        if format == "xero-csv":
+            return fmt.to_xero_csv(entries)
+        return fmt.to_generic_csv(entries)
+    except fmt.JournalExportError as error:
+        raise InvalidInput(str(error), field="currency") from None

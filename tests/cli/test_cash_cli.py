@@ -76,3 +76,21 @@ def test_cash_mistakes_are_one_line_errors(cli: Cli) -> None:
     bad_day = cli.run("ledger", "trial-balance", "--as-of", "31.12.2026")
     assert bad_day.exit_code != 0 and "--as-of" in one_error_line(bad_day)
     assert cli.json("payments", "list") == []
+
+
+def test_journal_exports_from_the_command_line(cli: Cli, tmp_path: Path) -> None:
+    cli.init()
+    invoice = issued_invoice(cli, "100.00")
+    cli.ok(
+        "payments", "record", "--amount", "119.00", "--currency", "EUR", "--invoice", invoice["id"]
+    )
+    target = tmp_path / "books.beancount"
+    assert "Wrote" in cli.ok("ledger", "export", "--format", "beancount", "-o", str(target))
+    text = target.read_text()
+    assert invoice["number"] in text and "119.00 EUR" in text
+    rows = cli.ok("ledger", "export", "--format", "csv").splitlines()
+    assert len(rows) == 1 + 3 + 2  # header, invoice (AR, revenue, tax), payment (bank, AR)
+    iif = cli.ok("ledger", "export", "--format", "iif")
+    assert iif.startswith("!TRNS") and "GENERAL JOURNAL" in iif
+    wrong = cli.run("ledger", "export", "--format", "pdf")
+    assert wrong.exit_code != 0 and "format" in one_error_line(wrong)
