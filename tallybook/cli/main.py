@@ -1561,6 +1561,25 @@ def invoices_void(
     typer.echo(f"Invoice {_invoice_label(row)} voided")
 
 
+@command(invoices_app, "uncollectible")
+def invoices_uncollectible(
+    invoice: str,
+    reason: Annotated[str, typer.Option("--reason", help="Why it will not be collected.")],
+    api_key: ApiKeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write off what is still owed on an invoice (Dr bad debt / Cr receivable)."""
+    with _session(api_key) as (db, actor):
+        row = invoices.mark_uncollectible(db, actor, _invoice_id(db, actor, invoice), reason)
+    if as_json:
+        _emit_json(render.invoice(row))
+        return
+    typer.echo(
+        f"Invoice {_invoice_label(row)} written off: "
+        f"{format_minor(row.written_off_minor, row.currency)}"
+    )
+
+
 @command(invoices_app, "explain")
 def invoices_explain(
     invoice: str,

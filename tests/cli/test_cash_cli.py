@@ -94,3 +94,13 @@ def test_journal_exports_from_the_command_line(cli: Cli, tmp_path: Path) -> None
     assert iif.startswith("!TRNS") and "GENERAL JOURNAL" in iif
     wrong = cli.run("ledger", "export", "--format", "pdf")
     assert wrong.exit_code != 0 and "format" in one_error_line(wrong)
+
+
+def test_write_off_from_the_command_line(cli: Cli) -> None:
+    cli.init()
+    invoice = issued_invoice(cli, "100.00")
+    out = cli.ok("invoices", "uncollectible", invoice["number"], "--reason", "insolvent")
+    assert "written off: 100.00 EUR" in out
+    trial = cli.json("ledger", "trial-balance", "--as-of", "2100-01-01")
+    balance = {row["code"]: row["balance"] for row in trial["accounts"]}
+    assert (balance["1100"], balance["6100"]) == ("0.00", "100.00")
