@@ -1,11 +1,12 @@
 """The FastAPI application: routes under /v1, key authentication, problem details."""
 
+import importlib
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -13,7 +14,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tallybook import __version__
 from tallybook.api import problems, render
 from tallybook.api import schemas as s
+from tallybook.api.deps import Cursor, Idem, Limit, Who
 from tallybook.api.idempotency import IdempotencyMiddleware
+from tallybook.api.routes import ROUTE_MODULES
 from tallybook.config import Settings
 from tallybook.services import (
     billing,
@@ -32,17 +35,12 @@ from tallybook.services import (
     subscriptions,
 )
 from tallybook.services.base import (
-    Actor,
     Conflict,
     Database,
     InvalidInput,
     ServiceError,
-    Unauthorized,
     utcnow,
 )
-
-Limit = Annotated[int, Query(ge=1, le=500, description="page size")]
-Cursor = Annotated[str | None, Query(description="the next_cursor of the previous page")]
 
 
 def _page(rows: list, limit: int) -> tuple[list, str | None]:
@@ -77,15 +75,6 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, problems.http_error)
     app.add_exception_handler(ValueError, problems.value_error)
 
-    def actor(authorization: Annotated[str | None, Header()] = None) -> Actor:
-        if not authorization or not authorization.startswith("Bearer "):
-            raise Unauthorized("send the API key as 'Authorization: Bearer <key>'")
-        return organizations.authenticate(database, authorization.removeprefix("Bearer ").strip())
-
-    Who = Annotated[Actor, Depends(actor)]
-    Idem = Annotated[
-        str | None, Header(alias="Idempotency-Key", description="replays the first answer")
-    ]
     v1 = APIRouter(prefix="/v1")
 
     def listing(items: list[Any], cursor: str | None, to_json: Callable[[Any], dict]) -> dict:
@@ -740,6 +729,8 @@ def create_app(db: Database | None = None) -> FastAPI:
         }
 
     app.include_router(v1)
+    for name in ROUTE_MODULES:
+        app.include_router(importlib.import_module(f"tallybook.api.routes.{name}").router)
     # Documentation-only models of the event routes, which parse their bodies themselves.
     base_openapi = app.openapi
 

@@ -2515,3 +2515,8 @@ def ledger_export(
         return
     output.write_text(text, encoding="utf-8")
     typer.echo(f"Wrote {output} ({len(text.splitlines())} lines)")
+
+
+# Command groups that live in their own modules register themselves on import; they use the
+# plumbing above (command, _group, _session, _table, ...), so they are imported last.
+from tallybook.cli import extra_commands  # noqa: E402,F401
