@@ -52,6 +52,7 @@ CUSTOMER = (
     "tax_exempt",
     "reverse_charge",
     "po_required",
+    "bank_accounts",
     "credit_balance_minor",
     "archived_at",
     "created_at",

@@ -43,6 +43,9 @@ class CustomerIn(Body):
     tax_exempt: bool = False
     reverse_charge: bool = False
     po_required: bool = False
+    bank_accounts: list[str] = Field(
+        default=[], description="IBANs or account numbers the customer pays from"
+    )
 
     def values(self) -> dict[str, Any]:
         data = super().values()
@@ -75,6 +78,7 @@ class CustomerPatch(Body):
     tax_exempt: bool | None = None
     reverse_charge: bool | None = None
     po_required: bool | None = None
+    bank_accounts: list[str] | None = None
 
 
 class TaxRateIn(Body):

@@ -464,6 +464,10 @@ def customers_create(
     language: Annotated[
         str | None, typer.Option("--language", help="Invoice language (ISO 639-1).")
     ] = None,
+    bank_account: Annotated[
+        list[str] | None,
+        typer.Option("--bank-account", help="IBAN the customer pays from (repeatable)."),
+    ] = None,
     api_key: ApiKeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -487,6 +491,7 @@ def customers_create(
             "address_line1": address,
             "address_line2": address2,
             "language": language,
+            "bank_accounts": bank_account or None,
         }
     )
     with _session(api_key) as (db, actor):

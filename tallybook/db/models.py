@@ -130,6 +130,8 @@ class Customer(Base):
     credit_balance_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     # None: the organisation's default dunning policy.
     dunning_policy_id: Mapped[str | None] = mapped_column(String(40))
+    # Accounts (IBANs, compact) the customer pays from: cash application recognises the payer.
+    bank_accounts: Mapped[list[Any]] = mapped_column(default=list)
     archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 

@@ -8,7 +8,9 @@ from typing import Any
 import pycountry
 from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
+from stdnum import iban
 
+from tallybook.core.payments import contains_card_number
 from tallybook.core.tax_ids import TaxIdError, validate_tax_id
 from tallybook.db.models import Customer, Invoice, new_id
 from tallybook.services.base import (
@@ -43,6 +45,7 @@ FIELDS = (
     "tax_exempt",
     "reverse_charge",
     "po_required",
+    "bank_accounts",
 )
 
 
@@ -89,10 +92,43 @@ def _clean(values: dict[str, Any], *, creating: bool) -> dict[str, Any]:
         language = str(clean["language"])
         if pycountry.languages.get(alpha_2=language.split("-")[0].lower()) is None:
             raise InvalidInput(f"language: {language!r} is not an ISO 639-1 code", field="language")
+    if "bank_accounts" in clean:
+        clean["bank_accounts"] = _bank_accounts(clean["bank_accounts"])
     for flag in ("tax_exempt", "reverse_charge", "po_required"):
         if flag in clean and not isinstance(clean[flag], bool):
             raise InvalidInput(f"{flag}: must be true or false", field=flag)
     return clean
+
+
+def _bank_accounts(values: Any) -> list[str]:
+    """Accounts the customer pays from, compact: an IBAN must pass its check digits; other
+    account numbers (US routing and account, say) are kept as given, letters and digits only."""
+    if not isinstance(values, list):
+        raise InvalidInput(
+            "bank_accounts: must be a list of account numbers", field="bank_accounts"
+        )
+    found: list[str] = []
+    for index, value in enumerate(values):
+        text = "".join(str(value).split()).upper() if isinstance(value, str) else ""
+        if not text or not all(c.isascii() and (c.isalnum() or c in "-/") for c in text):
+            raise InvalidInput(
+                f"bank_accounts[{index}]: {value!r} is not an account number", field="bank_accounts"
+            )
+        if text[:2].isalpha():
+            if not iban.is_valid(text):
+                raise InvalidInput(
+                    f"bank_accounts[{index}]: {value!r} is not a valid IBAN (check digits)",
+                    field="bank_accounts",
+                )
+            text = iban.compact(text)
+        if contains_card_number(text):
+            raise InvalidInput(
+                f"bank_accounts[{index}]: looks like a card number; cards are never stored",
+                field="bank_accounts",
+            )
+        if text not in found:
+            found.append(text)
+    return found
 
 
 def _check_tax_ids(clean: dict[str, Any], country: str) -> None:

@@ -449,6 +449,14 @@ def upgrade() -> None:
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
         batch_op.add_column(sa.Column("dunning_policy_id", sa.String(length=40), nullable=True))
+        batch_op.add_column(
+            sa.Column(
+                "bank_accounts",
+                sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+                nullable=False,
+                server_default="[]",
+            )
+        )
 
     with op.batch_alter_table("invoices", schema=None) as batch_op:
         batch_op.add_column(
@@ -504,6 +512,7 @@ def downgrade() -> None:
         batch_op.drop_column("written_off_minor")
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.drop_column("bank_accounts")
         batch_op.drop_column("dunning_policy_id")
 
     with op.batch_alter_table("refunds", schema=None) as batch_op:
