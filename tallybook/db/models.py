@@ -707,6 +707,11 @@ class PaymentAttempt(Base):
     """One automatic charge of an invoice through the payment provider, and its outcome."""
 
     __tablename__ = "payment_attempts"
+    __table_args__ = (
+        # The last guard against charging one invoice twice: one row per (invoice, attempt).
+        UniqueConstraint("invoice_id", "attempt"),
+        Index("ix_payment_attempts_org_status", "organization_id", "status"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     organization_id: Mapped[str] = org_fk()
     invoice_id: Mapped[str] = mapped_column(String(40), ForeignKey("invoices.id"), index=True)
@@ -715,7 +720,8 @@ class PaymentAttempt(Base):
     attempt: Mapped[int] = mapped_column(Integer)
     amount_minor: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
-    status: Mapped[str] = mapped_column(String(20))  # approved | declined | failed
+    # pending (claimed, outcome not recorded yet) | approved | declined | failed
+    status: Mapped[str] = mapped_column(String(20))
     provider_reference: Mapped[str | None] = mapped_column(String(200))
     failure_code: Mapped[str | None] = mapped_column(String(60))
     failure_message: Mapped[str | None] = mapped_column(String(300))
@@ -724,6 +730,8 @@ class PaymentAttempt(Base):
     next_attempt_on: Mapped[date | None] = mapped_column(Date)
     payment_id: Mapped[str | None] = mapped_column(String(40))
     created_at: Mapped[datetime]
+    # When the provider's answer was recorded; None while pending.
+    completed_at: Mapped[datetime | None]
 
 
 # -- cash application: bank statements --------------------------------------------------------
@@ -755,7 +763,9 @@ class BankStatementLine(Base):
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     organization_id: Mapped[str] = org_fk()
-    statement_id: Mapped[str] = mapped_column(String(40), ForeignKey("bank_statements.id"))
+    statement_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("bank_statements.id"), index=True
+    )
     line_key: Mapped[str] = mapped_column(String(100))
     position: Mapped[int] = mapped_column(Integer)
     booking_date: Mapped[date] = mapped_column(Date)
@@ -775,6 +785,8 @@ class BankStatementLine(Base):
     payment_id: Mapped[str | None] = mapped_column(String(40))
     resolved_by: Mapped[str | None] = mapped_column(String(40))
     resolved_at: Mapped[datetime | None]
+    # Why a clerk set the line aside, or what they noted when applying it.
+    resolution_note: Mapped[str | None] = mapped_column(Text)
 
 
 # -- dunning ----------------------------------------------------------------------------------

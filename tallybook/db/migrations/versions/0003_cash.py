@@ -166,6 +166,7 @@ def upgrade() -> None:
         sa.Column("payment_id", sa.String(length=40), nullable=True),
         sa.Column("resolved_by", sa.String(length=40), nullable=True),
         sa.Column("resolved_at", tallybook.db.types.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("resolution_note", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["organization_id"],
             ["organizations.id"],
@@ -189,6 +190,9 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             batch_op.f("ix_bank_statement_lines_organization_id"), ["organization_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_bank_statement_lines_statement_id"), ["statement_id"], unique=False
         )
 
     op.create_table(
@@ -389,6 +393,7 @@ def upgrade() -> None:
         sa.Column("next_attempt_on", sa.Date(), nullable=True),
         sa.Column("payment_id", sa.String(length=40), nullable=True),
         sa.Column("created_at", tallybook.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("completed_at", tallybook.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["customer_id"],
             ["customers.id"],
@@ -403,8 +408,14 @@ def upgrade() -> None:
             name=op.f("fk_payment_attempts_organization_id_organizations"),
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_payment_attempts")),
+        sa.UniqueConstraint(
+            "invoice_id", "attempt", name=op.f("uq_payment_attempts_invoice_id_attempt")
+        ),
     )
     with op.batch_alter_table("payment_attempts", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_payment_attempts_org_status", ["organization_id", "status"], unique=False
+        )
         batch_op.create_index(
             batch_op.f("ix_payment_attempts_invoice_id"), ["invoice_id"], unique=False
         )
@@ -523,6 +534,7 @@ def downgrade() -> None:
     with op.batch_alter_table("payment_attempts", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_payment_attempts_organization_id"))
         batch_op.drop_index(batch_op.f("ix_payment_attempts_invoice_id"))
+        batch_op.drop_index("ix_payment_attempts_org_status")
 
     op.drop_table("payment_attempts")
     with op.batch_alter_table("payment_allocations", schema=None) as batch_op:
