@@ -275,6 +275,7 @@ ORGANIZATION = (
     "credit_note_number_pattern",
     "debit_note_number_pattern",
     "usage_grace_days",
+    "collection_retry_days",
     "created_at",
 )
 

@@ -309,6 +309,9 @@ class SettingsPatch(Body):
     credit_note_number_pattern: str | None = None
     debit_note_number_pattern: str | None = None
     usage_grace_days: int | None = Field(default=None, ge=0, le=60)
+    collection_retry_days: list[int] | None = Field(
+        default=None, description="days after the first failed charge to retry, e.g. [1, 3, 7]"
+    )
 
 
 class EventIn(BaseModel):

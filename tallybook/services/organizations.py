@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 
+from tallybook.core.collection import RetryScheduleError, check_retry_days
 from tallybook.core.money import MoneyError, currency_exponent, parse_decimal
 from tallybook.core.numbering import NumberPatternError, validate_pattern
 from tallybook.core.proration import ProrationPolicy
@@ -41,6 +42,7 @@ SETTINGS_FIELDS = {
     "debit_note_number_pattern",
     "country",
     "usage_grace_days",
+    "collection_retry_days",
 }
 
 
@@ -95,6 +97,11 @@ def _validate_settings(values: dict[str, Any]) -> dict[str, Any]:
         elif key == "usage_grace_days":
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 60:
                 raise InvalidInput("usage_grace_days: a whole number of days, 0 to 60", field=key)
+        elif key == "collection_retry_days":
+            try:
+                value = check_retry_days(value)
+            except RetryScheduleError as error:
+                raise InvalidInput(str(error), field=key) from None
         elif key == "tax_rounding" and value not in ("per_line", "per_invoice"):
             raise InvalidInput("tax_rounding: must be per_line or per_invoice", field=key)
         elif key == "prices_include_tax":
