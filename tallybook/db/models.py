@@ -824,6 +824,10 @@ class DunningReminder(Base):
     recorded_on: Mapped[date] = mapped_column(Date)
     fee_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     debit_note_id: Mapped[str | None] = mapped_column(String(40))
+    # What was owed when the reminder went out, and its text: what a later e-mail sends.
+    currency: Mapped[str] = mapped_column(String(3))
+    open_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    summary: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
 
 

@@ -2,4 +2,6 @@
 `tallybook.api.deps` for the database and the acting key. `create_app` includes every module
 named in ROUTE_MODULES."""
 
-ROUTE_MODULES: tuple[str, ...] = ()
+ROUTE_MODULES: tuple[str, ...] = (
+    "cash_application",
+)

@@ -314,6 +314,9 @@ def upgrade() -> None:
         sa.Column("recorded_on", sa.Date(), nullable=False),
         sa.Column("fee_minor", sa.BigInteger(), nullable=False),
         sa.Column("debit_note_id", sa.String(length=40), nullable=True),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("open_minor", sa.BigInteger(), nullable=False),
+        sa.Column("summary", sa.Text(), nullable=False),
         sa.Column("created_at", tallybook.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["customer_id"],
@@ -565,6 +568,7 @@ def downgrade() -> None:
 
     op.drop_table("journal_lines")
     with op.batch_alter_table("bank_statement_lines", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_bank_statement_lines_statement_id"))
         batch_op.drop_index(batch_op.f("ix_bank_statement_lines_organization_id"))
         batch_op.drop_index("ix_bank_statement_lines_org_status")
 
