@@ -1,0 +1,1 @@
+"""Adapters to outside services Tallybook calls (payment providers); no database here."""
