@@ -1,1 +1,3 @@
 """Imports the CLI modules that live outside main.py, so their commands register on `app`."""
+
+from tallybook.cli import cash_application  # noqa: F401
