@@ -436,7 +436,8 @@ def issue_debit_note(
     day: date | None = None,
 ) -> DebitNote:
     """A debit note on a locked invoice, in the caller's transaction; a late fee posts to the
-    late fee income account."""
+    late fee income account and carries no tax. `day` dates it (default: today for the
+    customer), as a dunning run dates its late fees with the run's date."""
     reason = (values.get("reason") or "").strip()
     if not reason:
         raise InvalidInput("reason: say why the customer is charged more", field="reason")
@@ -466,7 +467,8 @@ def issue_debit_note(
         category = "standard"
         if line.get("product_id"):
             category = get_owned(session, Product, line["product_id"], actor).tax_category
-        rates = table.for_customer(customer, category)
+        # A late fee is compensation for paying late, not the price of a supply: no VAT.
+        rates = () if late_fee else table.for_customer(customer, category)
         entries.append((f"d{index}", quantity * unit_price, rates, line.get("product_id")))
         described.append(
             {
@@ -482,7 +484,13 @@ def issue_debit_note(
             tax_minor=line_totals.tax_minor,
             total_minor=line_totals.total_minor,
         )
-    day = local_date(utcnow(), customer.timezone)
+    if day is None:
+        day = local_date(utcnow(), customer.timezone)
+    elif invoice.issue_date is not None and day < invoice.issue_date:
+        raise InvalidInput(
+            f"issue_date: {day} is before the invoice's issue date {invoice.issue_date}",
+            field="issue_date",
+        )
     note = DebitNote(
         id=new_id("dn"),
         organization_id=org.id,
