@@ -412,3 +412,96 @@ def trial_balance_row(r: Any) -> dict[str, Any]:
         },
         r.currency,
     )
+
+
+# -- automatic collection ----------------------------------------------------------------------
+
+PAYMENT_METHOD = (
+    "id",
+    "customer_id",
+    "provider",
+    "token",
+    "kind",
+    "label",
+    "is_default",
+    "created_at",
+    "detached_at",
+)
+PAYMENT_ATTEMPT = (
+    "id",
+    "invoice_id",
+    "customer_id",
+    "payment_method_id",
+    "attempt",
+    "status",
+    "currency",
+    "amount_minor",
+    "provider_reference",
+    "failure_code",
+    "failure_message",
+    "attempted_on",
+    "next_attempt_on",
+    "payment_id",
+    "created_at",
+    "completed_at",
+)
+
+
+def payment_method(m: Any) -> dict[str, Any]:
+    return row(m, PAYMENT_METHOD)
+
+
+def payment_attempt(view: Any) -> dict[str, Any]:
+    """An attempt with its invoice number and customer name (a services.collection view)."""
+    data = with_amounts(row(view.attempt, PAYMENT_ATTEMPT), view.attempt.currency)
+    data["invoice_number"] = view.invoice_number
+    data["customer_name"] = view.customer_name
+    return data
+
+
+def collection_run(run: Any) -> dict[str, Any]:
+    return {
+        "as_of": run.as_of.isoformat(),
+        "attempted": run.attempted,
+        "approved": run.count("approved"),
+        "declined": run.count("declined"),
+        "failed": run.count("failed"),
+        "pending": run.count("pending"),
+        "amounts": {cur: with_amounts(dict(a), cur) for cur, a in run.amounts().items()},
+        "attempts": [
+            with_amounts(
+                {
+                    "attempt_id": o.attempt_id,
+                    "invoice_id": o.invoice_id,
+                    "invoice_number": o.invoice_number,
+                    "customer_id": o.customer_id,
+                    "attempt": o.attempt,
+                    "status": o.status,
+                    "currency": o.currency,
+                    "amount_minor": o.amount_minor,
+                    "failure_code": o.failure_code,
+                    "failure_message": o.failure_message,
+                    "next_attempt_on": _value(o.next_attempt_on),
+                    "payment_id": o.payment_id,
+                    "payment_number": o.payment_number,
+                    "resent": o.resent,
+                },
+                o.currency,
+            )
+            for o in run.outcomes
+        ],
+        "skipped": run.skipped,
+    }
+
+
+def customer_collection(view: Any) -> dict[str, Any]:
+    default = view.default_method
+    return {
+        "customer_id": view.customer.id,
+        "legal_name": view.customer.legal_name,
+        "default_payment_method": payment_method(default) if default else None,
+        "payment_methods": [payment_method(m) for m in view.payment_methods],
+        "next_retry_on": _value(view.next_retry_on),
+        "failing": [payment_attempt(v) for v in view.failing],
+        "recent_attempts": [payment_attempt(v) for v in view.recent],
+    }

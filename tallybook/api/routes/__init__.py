@@ -4,4 +4,5 @@ named in ROUTE_MODULES."""
 
 ROUTE_MODULES: tuple[str, ...] = (
     "cash_application",
+    "collection",
 )
