@@ -505,3 +505,151 @@ def customer_collection(view: Any) -> dict[str, Any]:
         "failing": [payment_attempt(v) for v in view.failing],
         "recent_attempts": [payment_attempt(v) for v in view.recent],
     }
+
+
+# -- dunning, disputes and collections --------------------------------------------------------
+
+
+def disputed_invoice(i: Any) -> dict[str, Any]:
+    """An invoice with its dispute (disputed_at and the customer's reason)."""
+    data = invoice(i)
+    data["dispute_reason"] = i.dispute_reason
+    return data
+
+
+def dunning_policy(p: Any) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "is_default": p.is_default,
+        "steps": [dict(s) for s in p.steps],
+        "late_fee": p.late_fee,
+        "created_at": _value(p.created_at),
+    }
+
+
+def dunning_reminder(view: Any) -> dict[str, Any]:
+    r = view.reminder
+    return with_amounts(
+        {
+            "id": r.id,
+            "invoice_id": r.invoice_id,
+            "invoice_number": view.invoice_number,
+            "customer_id": r.customer_id,
+            "policy_id": r.policy_id,
+            "step": r.step,
+            "level": r.level,
+            "name": r.name,
+            "status": r.status,
+            "due_on": _value(r.due_on),
+            "recorded_on": _value(r.recorded_on),
+            "currency": r.currency,
+            "open_minor": r.open_minor,
+            "fee_minor": r.fee_minor,
+            "debit_note_id": r.debit_note_id,
+            "debit_note_number": view.debit_note_number,
+            "summary": r.summary,
+            "created_at": _value(r.created_at),
+        },
+        r.currency,
+    )
+
+
+def dunning_run(run: Any) -> dict[str, Any]:
+    return {
+        "as_of": _value(run.as_of),
+        "dry_run": run.dry_run,
+        "invoices_checked": run.invoices_checked,
+        "reminders": [
+            with_amounts(
+                {
+                    "reminder_id": None if run.dry_run else o.reminder_id,
+                    "invoice_id": o.invoice_id,
+                    "invoice_number": o.invoice_number,
+                    "customer_id": o.customer_id,
+                    "customer_name": o.customer_name,
+                    "policy_id": o.policy_id,
+                    "policy_name": o.policy_name,
+                    "step": o.step,
+                    "level": o.level,
+                    "name": o.name,
+                    "due_on": _value(o.due_on),
+                    "days_overdue": o.days_overdue,
+                    "currency": o.currency,
+                    "open_minor": o.open_minor,
+                    "fee_minor": o.fee_minor,
+                    "debit_note_id": None if run.dry_run else o.debit_note_id,
+                    "debit_note_number": None if run.dry_run else o.debit_note_number,
+                    "skipped_steps": list(o.skipped_steps),
+                    "summary": o.summary,
+                },
+                o.currency,
+            )
+            for o in run.reminders
+        ],
+        "paused": [
+            {
+                "invoice_id": p.invoice_id,
+                "invoice_number": p.invoice_number,
+                "customer_id": p.customer_id,
+                "customer_name": p.customer_name,
+                "step": p.step,
+                "name": p.name,
+                "due_on": _value(p.due_on),
+                "dispute_reason": p.dispute_reason,
+                "summary": p.summary,
+            }
+            for p in run.paused
+        ],
+        "fees": {cur: with_amounts({"fee_minor": m}, cur) for cur, m in run.fees_minor.items()},
+    }
+
+
+def worklist_customer(c: Any) -> dict[str, Any]:
+    data = with_amounts(
+        {
+            "customer_id": c.customer_id,
+            "customer_name": c.customer_name,
+            "currency": c.currency,
+            "overdue_minor": c.overdue_minor,
+            "oldest_days_overdue": c.oldest_days_overdue,
+            "risk_score": c.risk_score,
+            "disputed": c.disputed,
+            "last_reminder_level": c.last_reminder_level,
+            "last_reminder_on": _value(c.last_reminder_on),
+            "failed_attempts": c.failed_attempts,
+        },
+        c.currency,
+    )
+    data["invoices"] = [
+        with_amounts(
+            {
+                "invoice_id": i.invoice_id,
+                "number": i.number,
+                "due_date": _value(i.due_date),
+                "open_minor": i.open_minor,
+                "days_overdue": i.days_overdue,
+                "risk_score": i.risk_score,
+                "disputed": i.disputed,
+                "last_reminder_level": i.last_reminder_level,
+                "last_reminder_on": _value(i.last_reminder_on),
+                "failed_attempts": i.failed_attempts,
+            },
+            c.currency,
+        )
+        for i in c.invoices
+    ]
+    return data
+
+
+def dso_figure(f: Any) -> dict[str, Any]:
+    return with_amounts(
+        {
+            "currency": f.currency,
+            "receivables_minor": f.receivables_minor,
+            "credit_sales_minor": f.credit_sales_minor,
+            "days": f.days,
+            "dso": None if f.dso is None else format(f.dso, "f"),
+        },
+        f.currency,
+    )

@@ -447,22 +447,25 @@ def customer_statement(
     db: Database,
     actor: Actor,
     customer_id: str,
-    date_from: date,
-    date_to: date,
+    date_from: date | None,
+    date_to: date | None,
     *,
     currency: str | None = None,
 ) -> StatementView:
-    """A customer's account for a period in one currency (default: the customer's).
+    """A customer's account for a period (default: the month to date) in one currency
+    (default: the customer's).
 
     Opening balance, then each invoice, debit note, payment, credit note, refund, reversal and
     write-off with its running balance, then the closing balance: what the customer owes on
     open documents less the credit it holds, at the end of the period.
     """
-    if date_from > date_to:
-        raise InvalidInput(f"from: {date_from} is after the period end {date_to}", field="from")
     code = _currency(currency)
     with db.reading() as session:
         customer = get_owned(session, Customer, customer_id, actor)
+        date_to = date_to or organization_today(session, actor.organization_id)
+        date_from = date_from or date_to.replace(day=1)
+        if date_from > date_to:
+            raise InvalidInput(f"from: {date_from} is after the period end {date_to}", field="from")
         code = code or customer.currency
         entries = _statement_entries(session, actor.organization_id, customer.id, code, date_to)
         documents = open_documents(

@@ -5,4 +5,6 @@ named in ROUTE_MODULES."""
 ROUTE_MODULES: tuple[str, ...] = (
     "cash_application",
     "collection",
+    "receivables",
+    "dunning",
 )
