@@ -1,3 +1,6 @@
 """Imports the CLI modules that live outside main.py, so their commands register on `app`."""
 
-from tallybook.cli import cash_application  # noqa: F401
+from tallybook.cli import (
+    cash_application,  # noqa: F401
+    collection,  # noqa: F401
+)
