@@ -15,7 +15,9 @@ stopped between the two (a crash, or a provider that did not answer) leaves the 
 pending; the next run sends the same key again, which the provider answers without charging
 twice, and records that answer. The unique (invoice, attempt) constraint is the last guard
 against two claims; on PostgreSQL runs of one organisation also queue on an advisory lock, so a
-pending attempt a run finds is never one another live run is still working on.
+pending attempt a run finds is never one another live run is still working on. (On SQLite, two
+processes running at once may both send a pending attempt's key: the provider answers both
+alike and charges once, and only the first answer is recorded.)
 """
 
 from __future__ import annotations
