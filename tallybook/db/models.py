@@ -89,6 +89,20 @@ class Organization(Base):
     collection_retry_days: Mapped[list[Any]] = mapped_column(default=lambda: [1, 3, 7])
     cash_match_threshold: Mapped[int] = mapped_column(Integer, default=90)
     payment_number_pattern: Mapped[str] = mapped_column(String(60), default="PAY-{YYYY}-{seq:06}")
+    # The seller on e-invoices (EN 16931): postal address, VAT and legal registration ids, the
+    # electronic address (Peppol participant id: scheme such as 0088 or 9930, and value), the
+    # account customers pay into, and who answers questions about invoices.
+    address_line1: Mapped[str | None] = mapped_column(String(300))
+    address_line2: Mapped[str | None] = mapped_column(String(300))
+    city: Mapped[str | None] = mapped_column(String(200))
+    postal_code: Mapped[str | None] = mapped_column(String(40))
+    vat_id: Mapped[str | None] = mapped_column(String(40))
+    legal_registration_id: Mapped[str | None] = mapped_column(String(100))
+    electronic_address: Mapped[str | None] = mapped_column(String(200))
+    electronic_address_scheme: Mapped[str | None] = mapped_column(String(10))
+    iban: Mapped[str | None] = mapped_column(String(34))
+    bic: Mapped[str | None] = mapped_column(String(11))
+    contact_email: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime]
 
 
@@ -132,6 +146,9 @@ class Customer(Base):
     dunning_policy_id: Mapped[str | None] = mapped_column(String(40))
     # Accounts (IBANs, compact) the customer pays from: cash application recognises the payer.
     bank_accounts: Mapped[list[Any]] = mapped_column(default=list)
+    # Where e-invoices reach the customer: a Peppol participant id (scheme 0088, 9930...) or EM.
+    electronic_address: Mapped[str | None] = mapped_column(String(200))
+    electronic_address_scheme: Mapped[str | None] = mapped_column(String(10))
     archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 

@@ -471,6 +471,10 @@ def upgrade() -> None:
                 server_default="[]",
             )
         )
+        batch_op.add_column(sa.Column("electronic_address", sa.String(length=200), nullable=True))
+        batch_op.add_column(
+            sa.Column("electronic_address_scheme", sa.String(length=10), nullable=True)
+        )
 
     with op.batch_alter_table("invoices", schema=None) as batch_op:
         batch_op.add_column(
@@ -502,6 +506,21 @@ def upgrade() -> None:
                 server_default="PAY-{YYYY}-{seq:06}",
             )
         )
+        # The seller on e-invoices.
+        for name, length in (
+            ("address_line1", 300),
+            ("address_line2", 300),
+            ("city", 200),
+            ("postal_code", 40),
+            ("vat_id", 40),
+            ("legal_registration_id", 100),
+            ("electronic_address", 200),
+            ("electronic_address_scheme", 10),
+            ("iban", 34),
+            ("bic", 11),
+            ("contact_email", 300),
+        ):
+            batch_op.add_column(sa.Column(name, sa.String(length=length), nullable=True))
 
     with op.batch_alter_table("products", schema=None) as batch_op:
         batch_op.add_column(sa.Column("revenue_account", sa.String(length=20), nullable=True))
@@ -515,6 +534,20 @@ def downgrade() -> None:
         batch_op.drop_column("revenue_account")
 
     with op.batch_alter_table("organizations", schema=None) as batch_op:
+        for name in (
+            "contact_email",
+            "bic",
+            "iban",
+            "electronic_address_scheme",
+            "electronic_address",
+            "legal_registration_id",
+            "vat_id",
+            "postal_code",
+            "city",
+            "address_line2",
+            "address_line1",
+        ):
+            batch_op.drop_column(name)
         batch_op.drop_column("payment_number_pattern")
         batch_op.drop_column("cash_match_threshold")
         batch_op.drop_column("collection_retry_days")
@@ -526,6 +559,8 @@ def downgrade() -> None:
         batch_op.drop_column("written_off_minor")
 
     with op.batch_alter_table("customers", schema=None) as batch_op:
+        batch_op.drop_column("electronic_address_scheme")
+        batch_op.drop_column("electronic_address")
         batch_op.drop_column("bank_accounts")
         batch_op.drop_column("dunning_policy_id")
 
