@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, timedelta
+from decimal import Decimal
 
 import pytest
 from conftest import make_org
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 from test_receivables import issue, open_by_number, pay
 
@@ -397,3 +400,72 @@ def _run_or_conflict(db: Database, actor: Actor, day: date) -> int:
         return len(dunning.run_dunning(db, actor, day).reminders)
     except Conflict:
         return 0
+
+
+def test_a_shortened_schedule_carries_on_from_where_the_invoice_was(db: Database) -> None:
+    actor, customer, _ = world(db)
+    invoice = issue(db, actor, customer, "100.00", ISSUED)
+    (sent,) = dunning.run_dunning(db, actor, DUE + timedelta(days=15)).reminders
+    assert sent.step == 3
+    dunning.update_policy(db, actor, "standard", {"steps": STEPS[:2], "late_fee": None})
+    # Step 3 is beyond the new two-step schedule: the invoice went through all of it.
+    assert dunning.run_dunning(db, actor, DUE + timedelta(days=40)).reminders == ()
+    # Steps are positions: the invoice reached the fourth, so a longer schedule sends its fifth.
+    longer = [*STEPS[:4], {"offset_days": 45, "level": 3, "name": "handover to collections"}]
+    dunning.update_policy(db, actor, "standard", {"steps": longer, "late_fee": PERCENT_FEE})
+    assert dunning.run_dunning(db, actor, DUE + timedelta(days=44)).reminders == ()
+    (last,) = dunning.run_dunning(db, actor, DUE + timedelta(days=45)).reminders
+    assert (last.invoice_id, last.step, last.name, last.skipped_steps) == (
+        invoice.id,
+        4,
+        "handover to collections",
+        (),
+    )
+
+
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    cents=st.integers(1_00, 50_000_00),
+    percent=st.sampled_from(["0.5", "1.5", "8"]),
+    cap=st.integers(1, 100_00),
+    run_days=st.lists(st.integers(-10, 60), min_size=1, max_size=6),
+)
+def test_any_sequence_of_runs_sends_each_step_once_and_never_charges_past_the_cap(
+    db: Database, cents: int, percent: str, cap: int, run_days: list[int]
+) -> None:
+    fee = {"kind": "percent", "percent": percent, "cap": {"EUR": str(Decimal(cap).scaleb(-2))}}
+    actor, customer, policy = world(db, fee)
+    amount = str(Decimal(cents).scaleb(-2))
+    invoice = issue(db, actor, customer, amount, ISSUED)
+    fees = 0
+    for offset in run_days:  # in any order: a run for an earlier day after a later one
+        for reminder in dunning.run_dunning(db, actor, DUE + timedelta(days=offset)).reminders:
+            fees += reminder.fee_minor
+    recorded = reminders(db, invoice.id)
+    steps = [step for step, *_ in recorded]
+    assert len(steps) == len(set(steps))  # the unique guard held without being needed
+    sent = [r for r in recorded if r[2] == "recorded"]
+    latest = max(run_days)
+    due_steps = [i for i, s in enumerate(STEPS) if s["offset_days"] <= latest]
+    assert (max(steps) if steps else None) == (due_steps[-1] if due_steps else None)
+    # Steps go out in schedule order: a later step is never recorded before an earlier one.
+    assert [r[3] for r in sent] == sorted(r[3] for r in sent)
+    assert fees == sum(r[4] for r in recorded) <= cap
+    after, _ = invoices.get_invoice(db, actor, invoice.id)
+    assert after.debited_minor == fees
+    assert after.amount_due_minor == cents + fees
+    with db.reading() as session:
+        income = session.scalar(
+            select(func.coalesce(func.sum(JournalLine.credit_minor - JournalLine.debit_minor), 0))
+            .join(JournalEntry, JournalEntry.id == JournalLine.entry_id)
+            .where(
+                JournalEntry.organization_id == actor.organization_id,
+                JournalLine.account_code == "4800",
+            )
+        )
+    assert income == fees  # every late fee is in the books, on late fee income
+    assert policy.is_default
