@@ -12,7 +12,7 @@ from conftest import make_org
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
-from test_receivables import issue, open_by_number, pay
+from test_receivables_reports import issue, open_by_number, pay
 
 from tallybook.db.models import (
     AuditEvent,
