@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 
 import pytest
 from conftest import make_org
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from tallybook.core.collection import MAX_RETRIES
 from tallybook.db.models import (
@@ -24,6 +24,7 @@ from tallybook.providers.payments import ProviderRegistry, SimulatedProvider
 from tallybook.services import (
     collection,
     customers,
+    dunning,
     invoices,
     ledger,
     organizations,
@@ -202,18 +203,17 @@ def test_a_disputed_invoice_is_not_charged(db: Database) -> None:
     actor, customer = world(db)
     disputed = issue(db, actor, customer, "80.00")
     undisputed = issue(db, actor, customer, "20.00")
-    with db.transaction() as session:
-        session.execute(
-            update(Invoice)
-            .where(Invoice.id == disputed.id)
-            .values(disputed_at=datetime(2026, 3, 1, tzinfo=UTC), dispute_reason="wrong seats")
-        )
+    dunning.dispute_invoice(db, actor, disputed.id, "wrong number of seats")
     registry, provider = simulated()
     run = collection.collect_due_invoices(db, actor, on(5), providers=registry)
     assert [o.invoice_id for o in run.outcomes] == [undisputed.id]
     assert attempts_of(db, disputed.id) == []
     assert invoice_now(db, actor, disputed.id).amount_due_minor == 8000
     assert provider.sent_keys == [f"{undisputed.id}:1"]
+    # Once the dispute is resolved, the next run charges it.
+    dunning.resolve_dispute(db, actor, disputed.id, "seats confirmed")
+    later = collection.collect_due_invoices(db, actor, on(6), providers=registry)
+    assert [(o.invoice_id, o.status) for o in later.outcomes] == [(disputed.id, "approved")]
 
 
 def test_a_rerun_on_the_same_day_charges_nothing(db: Database) -> None:
