@@ -27,6 +27,15 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+def einvoice_reference_folder() -> Path:
+    """Where the official e-invoice schemas and rules are: TALLYBOOK_EINVOICE_REFERENCE, else
+    ../shared/reference/einvoice next to the repository."""
+    configured = os.environ.get("TALLYBOOK_EINVOICE_REFERENCE")
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "einvoice"
+
+
 def sqlite_path(url: str) -> Path | None:
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///") :])

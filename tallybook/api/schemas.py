@@ -46,6 +46,12 @@ class CustomerIn(Body):
     bank_accounts: list[str] = Field(
         default=[], description="IBANs or account numbers the customer pays from"
     )
+    electronic_address: str | None = Field(
+        default=None, description="e-invoice address, e.g. a Peppol participant id or GLN"
+    )
+    electronic_address_scheme: str | None = Field(
+        default=None, description="its EAS scheme: 0088 (GLN), 9930 (German VAT), EM (e-mail)"
+    )
 
     def values(self) -> dict[str, Any]:
         data = super().values()
@@ -60,6 +66,7 @@ class CustomerIn(Body):
 class CustomerPatch(Body):
     clearable: ClassVar[frozenset[str]] = frozenset(
         {"external_id", "address_line1", "address_line2", "city", "postal_code", "region"}
+        | {"electronic_address", "electronic_address_scheme"}
     )
     legal_name: str | None = None
     country: str | None = None
@@ -79,6 +86,8 @@ class CustomerPatch(Body):
     reverse_charge: bool | None = None
     po_required: bool | None = None
     bank_accounts: list[str] | None = None
+    electronic_address: str | None = None
+    electronic_address_scheme: str | None = None
 
 
 class TaxRateIn(Body):
@@ -296,6 +305,22 @@ class ApiKeyIn(Body):
 
 
 class SettingsPatch(Body):
+    # The seller's e-invoice details may be cleared with null.
+    clearable: ClassVar[frozenset[str]] = frozenset(
+        {
+            "address_line1",
+            "address_line2",
+            "city",
+            "postal_code",
+            "vat_id",
+            "legal_registration_id",
+            "electronic_address",
+            "electronic_address_scheme",
+            "iban",
+            "bic",
+            "contact_email",
+        }
+    )
     name: str | None = None
     timezone: str | None = None
     country: str | None = None
@@ -312,6 +337,24 @@ class SettingsPatch(Body):
     collection_retry_days: list[int] | None = Field(
         default=None, description="days after the first failed charge to retry, e.g. [1, 3, 7]"
     )
+    # The seller on e-invoices (UBL / Factur-X).
+    address_line1: str | None = None
+    address_line2: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    vat_id: str | None = Field(default=None, description="with country prefix: DE136695976")
+    legal_registration_id: str | None = Field(
+        default=None, description="company register number, e.g. Companies House 07228130"
+    )
+    electronic_address: str | None = Field(
+        default=None, description="Peppol participant id, e.g. a GLN"
+    )
+    electronic_address_scheme: str | None = Field(
+        default=None, description="EAS scheme of the electronic address: 0088, 9930, EM..."
+    )
+    iban: str | None = None
+    bic: str | None = None
+    contact_email: str | None = None
 
 
 class EventIn(BaseModel):

@@ -24,7 +24,11 @@ from tallybook.services.base import (
     keyset_page,
     utcnow,
 )
-from tallybook.services.organizations import check_currency, check_timezone
+from tallybook.services.organizations import (
+    check_currency,
+    check_electronic_address_pair,
+    check_timezone,
+)
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 FIELDS = (
@@ -46,6 +50,9 @@ FIELDS = (
     "reverse_charge",
     "po_required",
     "bank_accounts",
+    # Where e-invoices reach the customer (Peppol participant id: scheme and identifier).
+    "electronic_address",
+    "electronic_address_scheme",
 )
 
 
@@ -97,6 +104,13 @@ def _clean(values: dict[str, Any], *, creating: bool) -> dict[str, Any]:
     for flag in ("tax_exempt", "reverse_charge", "po_required"):
         if flag in clean and not isinstance(clean[flag], bool):
             raise InvalidInput(f"{flag}: must be true or false", field=flag)
+    for name in ("electronic_address", "electronic_address_scheme"):
+        if name in clean:
+            value = clean[name]
+            if value is not None and not isinstance(value, str):
+                raise InvalidInput(f"{name}: must be text", field=name)
+            # Blank clears it; the pair is checked together once both are known.
+            clean[name] = (value or "").strip() or None
     return clean
 
 
@@ -168,6 +182,7 @@ def create_customer(db: Database, actor: Actor, values: dict[str, Any]) -> Custo
                 created_at=utcnow(),
                 **{"emails": [], "tax_ids": [], **clean},
             )
+            check_electronic_address_pair(customer)
             session.add(customer)
             session.flush()
             audit(
@@ -224,6 +239,7 @@ def update_customer(
         old_external_id = customer.external_id
         for key, value in clean.items():
             setattr(customer, key, value)
+        check_electronic_address_pair(customer)
         if customer.tax_exempt and customer.reverse_charge:
             raise InvalidInput(
                 "reverse_charge: a customer is either tax exempt or reverse charge",
@@ -340,4 +356,10 @@ def billing_snapshot(customer: Customer) -> dict[str, Any]:
         "tax_exempt": customer.tax_exempt,
         "reverse_charge": customer.reverse_charge,
         "language": customer.language,
+        "electronic_address": (
+            {"scheme": customer.electronic_address_scheme, "value": customer.electronic_address}
+            if customer.electronic_address
+            else None
+        ),
+        "external_id": customer.external_id,
     }

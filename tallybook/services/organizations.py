@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from decimal import Decimal
@@ -11,11 +12,15 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
+from stdnum import bic, iban
+from stdnum.exceptions import ValidationError
 
 from tallybook.core.collection import RetryScheduleError, check_retry_days
+from tallybook.core.einvoice import EInvoiceError, check_electronic_address, vat_identifier
 from tallybook.core.money import MoneyError, currency_exponent, parse_decimal
 from tallybook.core.numbering import NumberPatternError, validate_pattern
 from tallybook.core.proration import ProrationPolicy
+from tallybook.core.tax_ids import TaxIdError, validate_tax_id
 from tallybook.db.models import ApiKey, Organization, new_id
 from tallybook.services.base import (
     Actor,
@@ -43,6 +48,27 @@ SETTINGS_FIELDS = {
     "country",
     "usage_grace_days",
     "collection_retry_days",
+    *(
+        # The seller on e-invoices.
+        "address_line1",
+        "address_line2",
+        "city",
+        "postal_code",
+        "vat_id",
+        "legal_registration_id",
+        "electronic_address",
+        "electronic_address_scheme",
+        "iban",
+        "bic",
+        "contact_email",
+    ),
+}
+SELLER_TEXT_FIELDS = {
+    "address_line1": 300,
+    "address_line2": 300,
+    "city": 200,
+    "postal_code": 40,
+    "legal_registration_id": 100,
 }
 
 
@@ -132,6 +158,8 @@ def _validate_settings(values: dict[str, Any]) -> dict[str, Any]:
                 raise InvalidInput(str(error), field=key) from None
         elif key == "name" and not str(value).strip():
             raise InvalidInput("name: must not be empty", field=key)
+        elif key in SELLER_TEXT_FIELDS or key in SELLER_CHECKS:
+            value = _seller_detail(key, value)
         clean[key] = value
     return clean
 
@@ -158,6 +186,7 @@ def create_organization(
             created_at=now,
             **{"approval_thresholds": {}, **clean},
         )
+        check_electronic_address_pair(org)
         session.add(org)
         session.flush()
         key = _add_key(session, org.id, "initial admin key", Role.ADMIN)
@@ -253,6 +282,7 @@ def update_settings(db: Database, actor: Actor, values: dict[str, Any]) -> Organ
         before = {key: getattr(org, key) for key in clean}
         for key, value in clean.items():
             setattr(org, key, value)
+        check_electronic_address_pair(org)
         audit(
             session,
             actor,
@@ -267,3 +297,89 @@ def update_settings(db: Database, actor: Actor, values: dict[str, Any]) -> Organ
 def approval_threshold(org: Organization, currency: str) -> Decimal | None:
     value = (org.approval_thresholds or {}).get(currency)
     return None if value is None else Decimal(value)
+
+
+# -- the seller on e-invoices ---------------------------------------------------------------------
+
+SELLER_CHECKS = {
+    "vat_id",
+    "electronic_address",
+    "electronic_address_scheme",
+    "iban",
+    "bic",
+    "contact_email",
+}
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _seller_detail(key: str, value: Any) -> str | None:
+    """A seller detail, checked and compact; None (or blank) clears it."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{key}: must be text", field=key)
+    text = value.strip()
+    if not text:
+        return None
+    if key in SELLER_TEXT_FIELDS:
+        if len(text) > SELLER_TEXT_FIELDS[key]:
+            raise InvalidInput(f"{key}: at most {SELLER_TEXT_FIELDS[key]} characters", field=key)
+        return text
+    if key == "vat_id":
+        return check_vat_id(text, key)
+    if key == "iban":
+        try:
+            return str(iban.validate(text))
+        except ValidationError:
+            raise InvalidInput(
+                f"iban: {value!r} is not a valid IBAN (check digits)", field=key
+            ) from None
+    if key == "bic":
+        try:
+            return str(bic.validate(text))
+        except ValidationError:
+            raise InvalidInput(
+                f"bic: {value!r} is not a BIC (8 or 11 characters)", field=key
+            ) from None
+    if key == "contact_email":
+        if not _EMAIL.match(text):
+            raise InvalidInput(f"contact_email: {value!r} is not an e-mail address", field=key)
+        return text
+    if key == "electronic_address_scheme":
+        return text.upper()
+    return text  # electronic_address: checked with its scheme, once both are known
+
+
+def check_vat_id(value: str, field: str = "vat_id") -> str:
+    """A VAT number with its country prefix (DE136695976, GB980780684), check digits verified."""
+    compact = "".join(value.split()).upper()
+    if not compact[:2].isalpha():
+        raise InvalidInput(
+            f"{field}: start with the country code, e.g. DE136695976 or GB980780684", field=field
+        )
+    country = "GR" if compact[:2] == "EL" else compact[:2]
+    try:
+        return vat_identifier(country, validate_tax_id(country, compact, field))
+    except TaxIdError as error:
+        raise InvalidInput(str(error), field=field) from None
+
+
+def check_electronic_address_pair(row: Any) -> None:
+    """An organisation's or customer's electronic address: scheme and value together, valid for
+    the scheme (a GLN's check digit, a VAT number's check digits...), stored compact."""
+    scheme, value = row.electronic_address_scheme, row.electronic_address
+    if scheme is None and value is None:
+        return
+    if scheme is None or value is None:
+        missing = "electronic_address_scheme" if scheme is None else "electronic_address"
+        raise InvalidInput(
+            f"{missing}: give the electronic address and its scheme together (e.g. scheme "
+            "0088 with a GLN, 9930 with a German VAT number)",
+            field=missing,
+        )
+    try:
+        address = check_electronic_address(scheme, value)
+    except EInvoiceError as error:
+        field = str(error).split(":", 1)[0]
+        raise InvalidInput(str(error), field=field) from None
+    row.electronic_address_scheme, row.electronic_address = address.scheme, address.value
