@@ -792,6 +792,8 @@ class BankStatementLine(Base):
     payer_account: Mapped[str | None] = mapped_column(String(60))
     remittance_text: Mapped[str | None] = mapped_column(Text)
     creditor_reference: Mapped[str | None] = mapped_column(String(60))
+    # Invoice numbers the payer listed in structured fields (camt.053 RfrdDocInf).
+    referred_documents: Mapped[list[Any]] = mapped_column(default=list)
     bank_reference: Mapped[str | None] = mapped_column(String(100))
     # applied (automatically or by a clerk) | review | ignored | outgoing
     status: Mapped[str] = mapped_column(String(20))

@@ -180,7 +180,7 @@ def import_statement(
             row = _line_row(statement, line, amount, now)
             rows.append(row)
             if amount > 0:
-                incoming.append((row, _incoming(row, line)))
+                incoming.append((row, _incoming(row)))
             else:
                 row["status"] = "outgoing" if amount < 0 else "ignored"
                 row["resolution_note"] = None if amount < 0 else "a line of no amount"
@@ -283,6 +283,7 @@ def _line_row(
         "payer_account": _account(line.payer_account),
         "remittance_text": line.remittance_text or None,
         "creditor_reference": (line.creditor_reference or None) and line.creditor_reference[:60],
+        "referred_documents": [document[:100] for document in line.referred_documents],
         "bank_reference": (line.bank_reference or None) and line.bank_reference[:100],
         "status": "review",
         "confidence": 0,
@@ -302,7 +303,7 @@ def _account(value: str | None) -> str | None:
     return "".join(value.split()).upper()[:60] or None
 
 
-def _incoming(row: dict[str, Any], line: StatementLine) -> IncomingLine:
+def _incoming(row: dict[str, Any]) -> IncomingLine:
     return IncomingLine(
         key=row["id"],
         amount_minor=row["amount_minor"],
@@ -312,7 +313,7 @@ def _incoming(row: dict[str, Any], line: StatementLine) -> IncomingLine:
         payer_account=row["payer_account"],
         remittance_text=row["remittance_text"],
         creditor_reference=row["creditor_reference"],
-        referred_documents=tuple(line.referred_documents),
+        referred_documents=tuple(row["referred_documents"]),
     )
 
 
@@ -326,6 +327,7 @@ def _row_incoming(line: BankStatementLine) -> IncomingLine:
         payer_account=line.payer_account,
         remittance_text=line.remittance_text,
         creditor_reference=line.creditor_reference,
+        referred_documents=tuple(line.referred_documents or ()),
     )
 
 

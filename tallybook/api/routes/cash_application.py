@@ -37,6 +37,7 @@ LINE = (
     "payer_account",
     "remittance_text",
     "creditor_reference",
+    "referred_documents",
     "bank_reference",
     "status",
     "confidence",

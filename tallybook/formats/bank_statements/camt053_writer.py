@@ -28,6 +28,7 @@ class Movement:
     remittance_text: str | None = None
     creditor_reference: str | None = None
     bank_reference: str | None = None
+    referred_documents: tuple[str, ...] = ()
 
 
 def _amount(minor: int, currency: str) -> str:
@@ -70,10 +71,15 @@ def write_camt053(
                 )
             parties += "</RltdPties>"
         remittance = ""
-        if movement.remittance_text or movement.creditor_reference:
+        if movement.remittance_text or movement.creditor_reference or movement.referred_documents:
             remittance = "<RmtInf>"
             if movement.remittance_text:
                 remittance += f"<Ustrd>{escape(movement.remittance_text)}</Ustrd>"
+            for document in movement.referred_documents:
+                remittance += (
+                    "<Strd><RfrdDocInf><Tp><CdOrPrtry><Cd>CINV</Cd></CdOrPrtry></Tp>"
+                    f"<Nb>{escape(document)}</Nb></RfrdDocInf></Strd>"
+                )
             if movement.creditor_reference:
                 remittance += (
                     "<Strd><CdtrRefInf><Tp><CdOrPrtry><Cd>SCOR</Cd></CdOrPrtry></Tp>"

@@ -153,6 +153,11 @@ def upgrade() -> None:
         sa.Column("payer_account", sa.String(length=60), nullable=True),
         sa.Column("remittance_text", sa.Text(), nullable=True),
         sa.Column("creditor_reference", sa.String(length=60), nullable=True),
+        sa.Column(
+            "referred_documents",
+            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            nullable=False,
+        ),
         sa.Column("bank_reference", sa.String(length=100), nullable=True),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("confidence", sa.Integer(), nullable=False),
