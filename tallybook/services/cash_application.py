@@ -59,7 +59,9 @@ from tallybook.services.payments import OPEN_STATES, apply_received
 
 STATUSES = ("applied", "review", "ignored", "outgoing")
 _CHUNK = 5_000  # ids per IN (...) list: well inside every driver's parameter limit
-_IMPORT_LOCK = "SELECT pg_advisory_xact_lock(7325003, hashtext(:org))"
+# Advisory lock namespaces: 7325001 event partitions, 7325002 event claims, 7325003 collection
+# runs, 7325004 statement imports and re-matches.
+_IMPORT_LOCK = "SELECT pg_advisory_xact_lock(7325004, hashtext(:org))"
 
 
 @dataclass(frozen=True)
