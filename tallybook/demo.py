@@ -17,6 +17,7 @@ from rich import box
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+from stdnum import ean
 
 from tallybook.core.money import format_minor, from_minor, round_to_minor
 from tallybook.db.engine import upgrade_database
@@ -47,6 +48,20 @@ RUNS = (
 )
 CREDIT_NOTE_DATE = date(2026, 4, 2)
 # Only for ranking customers across currencies in the "Top customers" table.
+SELLER = {
+    "address_line1": "1 King William Street",
+    "city": "London",
+    "postal_code": "EC4N 7AR",
+    "vat_id": "GB980780684",
+    "legal_registration_id": "07228130",
+    "electronic_address_scheme": "0088",
+    "electronic_address": "5012345000008",
+    "iban": "GB33BUKB20201555555555",
+    "bic": "BUKBGB22",
+    "contact_email": "billing@northwind.example",
+}
+# GS1 company prefixes (fictitious companies, real country ranges) for customers' GLNs.
+GS1_PREFIXES = {"DE": "4012345", "FR": "3012345", "GB": "5012346", "US": "0614141", "JP": "4512345"}
 EUR_PER_UNIT = {
     "EUR": Decimal(1),
     "USD": Decimal("0.92"),
@@ -390,6 +405,9 @@ def _setup_organization(db: Database) -> Cast:
             "invoice_number_pattern": "NW-{YYYY}-{seq:05}",
             "credit_note_number_pattern": "NWC-{YYYY}-{seq:05}",
             "approval_thresholds": {"EUR": "5000", "USD": "5000", "GBP": "4000", "JPY": "750000"},
+            # The seller on e-invoices: a Peppol GLN endpoint, the UK VAT and company numbers,
+            # the account customers pay into.
+            **SELLER,
         },
     )
     manager = organizations.create_api_key(db, admin, "Finance manager", "billing_manager")
@@ -633,6 +651,20 @@ def _setup_catalog(db: Database, admin: Actor) -> dict[str, str]:
     return plans
 
 
+def _electronic_address(spec: CustomerSpec, index: int) -> dict[str, str]:
+    """Where the customer receives e-invoices: its VAT number where a Peppol VAT scheme exists
+    (9930 Germany, 9957 France), else a GLN (0088) under a GS1 company prefix of its country."""
+    for value in spec.extra.get("tax_ids", []):
+        scheme = {"DE": "9930", "FR": "9957"}.get(value[:2])
+        if scheme:
+            return {"electronic_address_scheme": scheme, "electronic_address": value}
+    body = f"{GS1_PREFIXES[spec.country]}{10000 + index:05d}"
+    return {
+        "electronic_address_scheme": "0088",
+        "electronic_address": body + ean.calc_check_digit(body),
+    }
+
+
 def _create_customers(
     db: Database, cast: Cast, specs: list[CustomerSpec], ids: dict[str, str], rng: random.Random
 ) -> None:
@@ -652,6 +684,7 @@ def _create_customers(
             "emails": [f"accounts@{slug}{index}.example"],
             "payment_terms_days": extra.pop("payment_terms_days", rng.choice((14, 30))),
             "external_id": f"crm-{1000 + index}",
+            **_electronic_address(spec, index),
             **extra,
         }
         customer = customers.create_customer(db, cast.clerk, values)

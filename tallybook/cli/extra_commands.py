@@ -4,5 +4,6 @@ from tallybook.cli import (
     cash_application,  # noqa: F401
     collection,  # noqa: F401
     dunning,  # noqa: F401
+    einvoices,  # noqa: F401
     receivables,  # noqa: F401
 )

@@ -40,6 +40,7 @@ __all__ = [
     "build_document",
     "check_electronic_address",
     "decimal_text",
+    "unit_code_for",
     "vat_identifier",
 ]
 
@@ -278,6 +279,16 @@ def vat_identifier(country: str, value: str) -> str:
         return compact
     prefix = "EL" if country.upper() == "GR" else country.upper()
     return prefix + compact
+
+
+def unit_code_for(label: str | None) -> str:
+    """UN/ECE recommendation 20 unit of a product's unit label: hours bill as HUR, days as
+    DAY, months as MON; seats, calls and everything else count pieces (C62, "one")."""
+    text = (label or "").strip().lower()
+    for suffix, code in (("hour", "HUR"), ("day", "DAY"), ("month", "MON"), ("minute", "MIN")):
+        if text.endswith(suffix) or text.endswith(suffix + "s"):
+            return code
+    return "C62"
 
 
 def check_electronic_address(scheme: str, value: str) -> ElectronicAddress:

@@ -4,6 +4,7 @@ named in ROUTE_MODULES."""
 
 ROUTE_MODULES: tuple[str, ...] = (
     "cash_application",
+    "einvoices",
     "collection",
     "receivables",
     "dunning",
