@@ -397,6 +397,10 @@ class Contract(Base):
     currency: Mapped[str] = mapped_column(String(3))
     start_date: Mapped[date] = mapped_column(Date)
     end_date: Mapped[date | None] = mapped_column(Date)
+    # Discounts the contract allows: a percent discount up to this (None: no percent discount)
+    # and these coupon codes. Anything else on an invoice under the contract is not agreed.
+    discount_percent_max: Mapped[Decimal | None]
+    allowed_coupon_codes: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime]
 
 
@@ -901,3 +905,151 @@ class JournalLine(Base):
     credit_minor: Mapped[int] = mapped_column(BigInteger, default=0)
     description: Mapped[str] = mapped_column(String(500), default="")
     document: Mapped[str | None] = mapped_column(String(60))
+
+
+# -- verification sources: purchase orders, contract prices, time sheets, service reports -----
+
+
+class ContractPrice(Base):
+    """A contracted price version: the unit price agreed for a product from one day to another."""
+
+    __tablename__ = "contract_prices"
+    __table_args__ = (UniqueConstraint("contract_id", "product_id", "valid_from"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    contract_id: Mapped[str] = mapped_column(String(40), ForeignKey("contracts.id"), index=True)
+    product_id: Mapped[str] = mapped_column(String(40), ForeignKey("products.id"))
+    unit_price: Mapped[Decimal]
+    valid_from: Mapped[date] = mapped_column(Date)
+    valid_to: Mapped[date | None] = mapped_column(Date)
+    created_at: Mapped[datetime]
+
+
+class PurchaseOrder(Base):
+    """A customer's purchase order. Amounts are net of tax, like the PO's own line prices;
+    `consumed_minor` is what issued invoices quoting its number have used of it."""
+
+    __tablename__ = "purchase_orders"
+    __table_args__ = (UniqueConstraint("organization_id", "customer_id", "number"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"), index=True)
+    contract_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("contracts.id"))
+    number: Mapped[str] = mapped_column(String(100))
+    currency: Mapped[str] = mapped_column(String(3))
+    issue_date: Mapped[date | None] = mapped_column(Date)
+    valid_from: Mapped[date] = mapped_column(Date)
+    valid_to: Mapped[date | None] = mapped_column(Date)
+    # None: no ceiling beyond the lines themselves.
+    ceiling_minor: Mapped[int | None] = mapped_column(BigInteger)
+    consumed_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="open")  # open | closed | cancelled
+    buyer_reference: Mapped[str | None] = mapped_column(String(200))
+    notes: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(10), default="api")  # api | csv | xlsx | ubl
+    closed_at: Mapped[datetime | None]
+    close_reason: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class PurchaseOrderLine(Base):
+    __tablename__ = "purchase_order_lines"
+    __table_args__ = (UniqueConstraint("purchase_order_id", "position"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    purchase_order_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("purchase_orders.id"), index=True
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    product_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("products.id"))
+    description: Mapped[str] = mapped_column(String(500))
+    quantity: Mapped[Decimal]
+    unit_price: Mapped[Decimal]
+    unit_code: Mapped[str | None] = mapped_column(String(10))
+    consumed_quantity: Mapped[Decimal] = mapped_column(default=Decimal(0))
+    consumed_minor: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class PurchaseOrderConsumption(Base):
+    """A movement of a purchase order's balance: an issued invoice line using it (positive),
+    a credit note or a void giving it back (negative). Summed per invoice: what it still uses."""
+
+    __tablename__ = "purchase_order_consumptions"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    purchase_order_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("purchase_orders.id"), index=True
+    )
+    purchase_order_line_id: Mapped[str | None] = mapped_column(String(40))
+    invoice_id: Mapped[str] = mapped_column(String(40), ForeignKey("invoices.id"), index=True)
+    invoice_line_id: Mapped[str | None] = mapped_column(String(40))
+    credit_note_id: Mapped[str | None] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(20))  # invoice_issued | credit_note | invoice_voided
+    quantity: Mapped[Decimal]
+    amount_minor: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime]
+
+
+class TimeEntry(Base):
+    """Hours worked for a customer, entered or imported, approved before they are billed."""
+
+    __tablename__ = "time_entries"
+    __table_args__ = (
+        Index("ix_time_entries_org_customer_date", "organization_id", "customer_id", "work_date"),
+        Index("ix_time_entries_org_file", "organization_id", "import_file_sha256"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    contract_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("contracts.id"))
+    worker: Mapped[str] = mapped_column(String(200))
+    work_date: Mapped[date] = mapped_column(Date)
+    hours: Mapped[Decimal]
+    product_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("products.id"))
+    service_code: Mapped[str | None] = mapped_column(String(100))
+    description: Mapped[str | None] = mapped_column(String(500))
+    reference: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="draft")  # draft|approved|rejected
+    entered_by: Mapped[str | None] = mapped_column(String(40))
+    approved_by: Mapped[str | None] = mapped_column(String(40))
+    approved_at: Mapped[datetime | None]
+    review_note: Mapped[str | None] = mapped_column(Text)
+    # The charge it was billed through, and the invoice once that invoice is issued.
+    charge_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    billed_invoice_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    source: Mapped[str] = mapped_column(String(10), default="api")  # api | csv | xlsx
+    import_file_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+class ServiceReport(Base):
+    """A service delivered (a visit, a repair, a delivery), the proof an invoice line rests on."""
+
+    __tablename__ = "service_reports"
+    __table_args__ = (
+        Index(
+            "ix_service_reports_org_customer_date", "organization_id", "customer_id", "service_date"
+        ),
+        Index("ix_service_reports_org_file", "organization_id", "import_file_sha256"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    contract_id: Mapped[str | None] = mapped_column(String(40), ForeignKey("contracts.id"))
+    product_id: Mapped[str] = mapped_column(String(40), ForeignKey("products.id"))
+    service_date: Mapped[date] = mapped_column(Date)
+    quantity: Mapped[Decimal]
+    reference: Mapped[str | None] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(String(500))
+    performed_by: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(20), default="draft")  # draft|approved|rejected
+    entered_by: Mapped[str | None] = mapped_column(String(40))
+    approved_by: Mapped[str | None] = mapped_column(String(40))
+    approved_at: Mapped[datetime | None]
+    review_note: Mapped[str | None] = mapped_column(Text)
+    charge_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    billed_invoice_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    source: Mapped[str] = mapped_column(String(10), default="api")  # api | csv | xlsx
+    import_file_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
