@@ -86,13 +86,12 @@ def einvoice_for(
     with db.reading() as session:
         org = session.get(Organization, actor.organization_id)
         assert org is not None
-        seller = _seller(org)
         try:
             if document_kind is DocumentKind.INVOICE:
-                return _invoice(session, actor, org, seller, document_id)
+                return _invoice(session, actor, org, document_id)
             if document_kind is DocumentKind.CREDIT_NOTE:
-                return _credit_note(session, actor, org, seller, document_id)
-            return _debit_note(session, actor, org, seller, document_id)
+                return _credit_note(session, actor, org, document_id)
+            return _debit_note(session, actor, org, document_id)
         except EInvoiceError as error:
             raise Conflict(f"the document cannot be an e-invoice: {error}") from None
 
@@ -289,10 +288,11 @@ def _line_taxes(line: InvoiceLine) -> list[dict[str, Any]]:
 
 
 def _invoice(
-    session: Session, actor: Actor, org: Organization, seller: Party, reference: str
+    session: Session, actor: Actor, org: Organization, reference: str
 ) -> CommercialDocument:
     invoice = _find(session, Invoice, reference, actor, "invoice")
     _issued_invoice(invoice)
+    seller = _seller(org)  # after the lookup: another organisation's id is simply not found
     customer = session.get(Customer, invoice.customer_id)
     lines = list(
         session.scalars(
@@ -337,9 +337,10 @@ def _invoice(
 
 
 def _credit_note(
-    session: Session, actor: Actor, org: Organization, seller: Party, reference: str
+    session: Session, actor: Actor, org: Organization, reference: str
 ) -> CommercialDocument:
     note = _find(session, CreditNote, reference, actor, "credit note")
+    seller = _seller(org)
     invoice = session.get(Invoice, note.invoice_id)
     customer = session.get(Customer, note.customer_id)
     credited = list(
@@ -401,9 +402,10 @@ def _credit_note(
 
 
 def _debit_note(
-    session: Session, actor: Actor, org: Organization, seller: Party, reference: str
+    session: Session, actor: Actor, org: Organization, reference: str
 ) -> CommercialDocument:
     note = _find(session, DebitNote, reference, actor, "debit note")
+    seller = _seller(org)
     invoice = session.get(Invoice, note.invoice_id)
     customer = session.get(Customer, note.customer_id)
     invoice_lines = list(
