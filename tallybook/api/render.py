@@ -278,6 +278,8 @@ ORGANIZATION = (
     "debit_note_number_pattern",
     "usage_grace_days",
     "collection_retry_days",
+    "anomaly_percent",
+    "near_duplicate_days",
     "address_line1",
     "address_line2",
     "city",
@@ -666,3 +668,32 @@ def dso_figure(f: Any) -> dict[str, Any]:
         },
         f.currency,
     )
+
+
+def audit_verification(result: Any) -> dict[str, Any]:
+    """An audit chain verification (services.audit_trail.ChainVerification)."""
+    report = result.report
+    broken = report.first_break
+    head = result.head
+    return {
+        "organization_id": result.organization_id,
+        "ok": report.ok,
+        "events_checked": report.events_checked,
+        "last_sequence": report.last_sequence,
+        "last_hash": report.last_hash,
+        "head": None
+        if head is None
+        else {
+            "last_sequence": head.last_sequence,
+            "last_hash": head.last_hash,
+            "last_event_id": head.last_event_id,
+        },
+        "first_break": None
+        if broken is None
+        else {
+            "kind": broken.kind,
+            "event_id": broken.event_id,
+            "sequence": broken.sequence,
+            "detail": broken.detail,
+        },
+    }

@@ -1,6 +1,8 @@
 """Imports the CLI modules that live outside main.py, so their commands register on `app`."""
 
 from tallybook.cli import (
+    approvals,  # noqa: F401
+    audit,  # noqa: F401
     cash_application,  # noqa: F401
     collection,  # noqa: F401
     dunning,  # noqa: F401

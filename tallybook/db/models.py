@@ -84,11 +84,21 @@ class Organization(Base):
     # Days after a usage period ends during which its invoice stays a draft, so late events
     # re-rate the draft instead of landing on the next invoice.
     usage_grace_days: Mapped[int] = mapped_column(Integer, default=0)
+    # Pre-flight verification: a draft whose total is more than this percent away from the
+    # customer's trailing average is flagged (None: never); the same customer billed the same
+    # amount within this many days is a near-duplicate.
+    anomaly_percent: Mapped[int | None] = mapped_column(Integer, default=50)
+    near_duplicate_days: Mapped[int] = mapped_column(Integer, default=7)
     # Cash: days after a failed automatic charge to try again ([1, 3, 7]: three retries), the
     # confidence from which a bank line is applied without review, payment numbers.
     collection_retry_days: Mapped[list[Any]] = mapped_column(default=lambda: [1, 3, 7])
     cash_match_threshold: Mapped[int] = mapped_column(Integer, default=90)
     payment_number_pattern: Mapped[str] = mapped_column(String(60), default="PAY-{YYYY}-{seq:06}")
+    # Approval rules beyond approval_thresholds (invoices): {"EUR": "500.00"} per currency;
+    # a credit note or a write-off above the amount needs another billing manager's approval
+    # ("0" for a write-off: every one).
+    credit_note_approval_thresholds: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    write_off_approval_thresholds: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # The seller on e-invoices (EN 16931): postal address, VAT and legal registration ids, the
     # electronic address (Peppol participant id: scheme such as 0088 or 9930, and value), the
     # account customers pay into, and who answers questions about invoices.
@@ -615,7 +625,15 @@ class CustomerCreditEntry(Base):
 
 
 class AuditEvent(Base):
+    """Who did what, when, with the values before and after; hash-chained per organisation
+    (core.audit_chain). sequence and the hashes are set when the writing transaction commits:
+    NULL only inside it, so a committed row without them was slipped in behind the chain."""
+
     __tablename__ = "audit_events"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "sequence"),
+        Index("ix_audit_events_org_created", "organization_id", "created_at"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     organization_id: Mapped[str] = org_fk()
     actor: Mapped[str | None] = mapped_column(String(40))
@@ -624,6 +642,9 @@ class AuditEvent(Base):
     entity_id: Mapped[str] = mapped_column(String(40), index=True)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime]
+    sequence: Mapped[int | None] = mapped_column(BigInteger)
+    previous_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class IdempotencyRecord(Base):
@@ -1052,4 +1073,135 @@ class ServiceReport(Base):
     billed_invoice_id: Mapped[str | None] = mapped_column(String(40), index=True)
     source: Mapped[str] = mapped_column(String(10), default="api")  # api | csv | xlsx
     import_file_sha256: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
+# -- audit chain and approvals (issue 5, items 5-6) --------------------------------------------
+
+
+class AuditChainHead(Base):
+    """Where an organisation's audit chain ends; locked only while a transaction appends."""
+
+    __tablename__ = "audit_chain_heads"
+    organization_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("organizations.id"), primary_key=True
+    )
+    last_sequence: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(String(64))
+    last_event_id: Mapped[str | None] = mapped_column(String(40))
+    updated_at: Mapped[datetime]
+
+
+class ApprovalRequest(Base):
+    """An action that needs a second person: an invoice above the threshold, a credit note or
+    write-off above the organisation's limit, overriding a blocking verification finding. It is
+    decided by a billing manager or admin other than the one who asked, with a reason."""
+
+    __tablename__ = "approval_requests"
+    __table_args__ = (
+        Index("ix_approval_requests_org_status", "organization_id", "status"),
+        Index("ix_approval_requests_subject", "organization_id", "subject_type", "subject_id"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    subject_type: Mapped[str] = mapped_column(String(30))
+    subject_id: Mapped[str] = mapped_column(String(40))
+    rule: Mapped[str] = mapped_column(String(60))
+    amount_minor: Mapped[int | None] = mapped_column(BigInteger)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    # What approving carries out (a held credit note's lines, a write-off's reason).
+    action: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[str] = mapped_column(String(20))  # pending | approved | rejected
+    requested_by: Mapped[str | None] = mapped_column(String(40))
+    request_reason: Mapped[str | None] = mapped_column(Text)
+    requested_at: Mapped[datetime]
+    decided_by: Mapped[str | None] = mapped_column(String(40))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None]
+    # The document approving produced (the credit note), when it produced one.
+    result_type: Mapped[str | None] = mapped_column(String(30))
+    result_id: Mapped[str | None] = mapped_column(String(40))
+
+
+# -- verification findings, discrepancies and disputes (issue 5, items 3-4 and 7) -----------------
+
+
+class VerificationRun(Base):
+    """One verification of many drafts at once: what was checked and what was found."""
+
+    __tablename__ = "verification_runs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    as_of: Mapped[date] = mapped_column(Date)
+    invoices: Mapped[int] = mapped_column(Integer, default=0)
+    failing_invoices: Mapped[int] = mapped_column(Integer, default=0)
+    blocking: Mapped[int] = mapped_column(Integer, default=0)
+    warnings: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str | None] = mapped_column(String(40))
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+
+
+class Discrepancy(Base):
+    """A verification finding or a customer's dispute, worked from open through investigating
+    to resolved (the draft adjusted, a credit or debit note) or waived (with a reason).
+
+    The same mistake found again is the same discrepancy: `fingerprint` is the finding's key
+    (check and what it points at), unique per organisation."""
+
+    __tablename__ = "discrepancies"
+    __table_args__ = (
+        UniqueConstraint("organization_id", "fingerprint"),
+        Index("ix_discrepancies_org_status", "organization_id", "status"),
+        Index("ix_discrepancies_org_invoice", "organization_id", "invoice_id"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    source: Mapped[str] = mapped_column(String(20))  # verification | dispute
+    check: Mapped[str] = mapped_column(String(40))
+    severity: Mapped[str] = mapped_column(String(10))  # blocking | warning
+    status: Mapped[str] = mapped_column(String(20))  # open | investigating | resolved | waived
+    what: Mapped[str] = mapped_column(Text)
+    why: Mapped[str] = mapped_column(Text)
+    expected: Mapped[str | None] = mapped_column(Text)
+    actual: Mapped[str | None] = mapped_column(Text)
+    # Everything the finding points at (invoice and line numbers, PO, time entries...).
+    location: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    customer_id: Mapped[str | None] = mapped_column(String(40))
+    invoice_id: Mapped[str | None] = mapped_column(String(40))
+    invoice_line_id: Mapped[str | None] = mapped_column(String(40))
+    purchase_order_id: Mapped[str | None] = mapped_column(String(40))
+    time_entry_id: Mapped[str | None] = mapped_column(String(40))
+    # What else it is about: subscription, charge, milestone, usage, time.
+    subject_type: Mapped[str | None] = mapped_column(String(20))
+    subject_id: Mapped[str | None] = mapped_column(String(40))
+    assignee_key_id: Mapped[str | None] = mapped_column(String(40))
+    # adjust_draft | credit_note | debit_note | waive
+    resolution: Mapped[str | None] = mapped_column(String(20))
+    resolution_note: Mapped[str | None] = mapped_column(Text)
+    # What the customer is told: what changed and why.
+    customer_message: Mapped[str | None] = mapped_column(Text)
+    credit_note_id: Mapped[str | None] = mapped_column(String(40))
+    debit_note_id: Mapped[str | None] = mapped_column(String(40))
+    # The approval request of a manager's override of this blocking finding.
+    override_approval_id: Mapped[str | None] = mapped_column(String(40))
+    run_id: Mapped[str | None] = mapped_column(String(40))
+    opened_by: Mapped[str | None] = mapped_column(String(40))
+    resolved_by: Mapped[str | None] = mapped_column(String(40))
+    first_seen_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime]
+    resolved_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class DiscrepancyComment(Base):
+    __tablename__ = "discrepancy_comments"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    discrepancy_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("discrepancies.id"), index=True
+    )
+    author_key_id: Mapped[str | None] = mapped_column(String(40))
+    body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,9 +10,12 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tallybook.core.audit_chain import canonical_value
+from tallybook.db.audit_chaining import record_event, record_event_rows
 from tallybook.db.engine import make_engine, make_sessionmaker
 from tallybook.db.models import AuditEvent, Base, new_id
 
@@ -150,9 +153,20 @@ def audit(
     data: dict[str, Any] | None = None,
     *,
     at: datetime | None = None,
+    before: Mapping[str, Any] | None = None,
+    after: Base | Mapping[str, Any] | None = None,
 ) -> None:
-    """Record who did what, in the same transaction as the change itself."""
-    session.add(
+    """Record who did what, in the same transaction as the change itself.
+
+    `after` alone (a new row) records its values; `before` (a `snapshot` taken before the
+    change) with `after` (the changed row) records the fields that changed, before and after.
+    The event is hash-chained when the transaction commits (db.audit_chaining).
+    """
+    payload = dict(data or {})
+    if before is not None or after is not None:
+        payload.update(changes(before, after))
+    record_event(
+        session,
         AuditEvent(
             id=new_id("aud"),
             organization_id=actor.organization_id,
@@ -160,10 +174,52 @@ def audit(
             action=action,
             entity=entity,
             entity_id=entity_id,
-            data=data or {},
+            data=payload,
             created_at=at or utcnow(),
-        )
+        ),
     )
+
+
+def audit_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Audit events of a bulk path, as rows (id, organization_id, actor, action, entity,
+    entity_id, data, created_at); written at commit, chained, in one go. Never insert audit
+    rows any other way: a row outside the chain is what `audit verify` reports as inserted."""
+    record_event_rows(session, rows)
+
+
+# Never copied into the audit trail: an API key's hash, a payment provider's token.
+NOT_AUDITED = frozenset({"secret_hash", "token", "organization_id"})
+
+
+def snapshot(row: Base, *fields: str) -> dict[str, Any]:
+    """A row's values (the named fields, or every column) as the audit trail keeps them."""
+    names = fields or tuple(
+        attribute.key
+        for attribute in sa_inspect(row).mapper.column_attrs
+        if attribute.key not in NOT_AUDITED
+    )
+    return {name: canonical_value(getattr(row, name)) for name in names}
+
+
+def changes(
+    before: Mapping[str, Any] | None, after: Base | Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """{"before": {...}, "after": {...}} with only the fields that changed; a new row (no
+    `before`) has its values under "after"."""
+    if before is None:
+        if after is None:
+            return {}
+        return {"after": snapshot(after) if isinstance(after, Base) else canonical_value(after)}
+    old = canonical_value(dict(before))
+    if after is None:
+        return {"before": old}
+    new = snapshot(after, *old) if isinstance(after, Base) else canonical_value(dict(after))
+    changed = [name for name in old if old[name] != new.get(name)]
+    changed += [name for name in new if name not in old]
+    return {
+        "before": {name: old.get(name) for name in changed},
+        "after": {name: new.get(name) for name in changed},
+    }
 
 
 def keyset_page(

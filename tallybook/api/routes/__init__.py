@@ -8,4 +8,6 @@ ROUTE_MODULES: tuple[str, ...] = (
     "collection",
     "receivables",
     "dunning",
+    "audit",
+    "approvals",
 )

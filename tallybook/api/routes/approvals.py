@@ -1,0 +1,5 @@
+"""Approvals over HTTP (being written)."""
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/v1")

@@ -1,0 +1,1 @@
+"""`tallybook approvals` (being written)."""
