@@ -247,6 +247,16 @@ def create_credit_note(
                 )
             )
         _refresh_amount_due(invoice)
+        # The credited part of the invoice no longer uses its purchase order.
+        from tallybook.services.purchase_orders import give_back_for_credit_note
+
+        give_back_for_credit_note(
+            session,
+            actor,
+            invoice,
+            note.id,
+            [(line.id, credit.quantity, credit.taxable_minor) for line, credit in results],
+        )
         off_receivable = owed_before - invoice.amount_due_minor
         post(
             session,

@@ -480,6 +480,12 @@ def issue_invoice(
         from tallybook.services.ledger import post_invoice_issued
 
         post_invoice_issued(session, invoice, customer)
+        # What the invoice uses of its PO, and the time and service reports it bills.
+        from tallybook.services.purchase_orders import consume_for_invoice
+        from tallybook.services.time_sheets import mark_billed
+
+        consume_for_invoice(session, actor, invoice)
+        mark_billed(session, invoice)
         audit(
             session,
             actor,
@@ -591,6 +597,9 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
                 document=invoice.number or invoice.id,
                 memo=f"{invoice.number} voided: {reason}",
             )
+            from tallybook.services.purchase_orders import give_back_for_void
+
+            give_back_for_void(session, actor, invoice)
         audit(
             session,
             actor,
