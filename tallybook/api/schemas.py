@@ -319,6 +319,7 @@ class SettingsPatch(Body):
             "iban",
             "bic",
             "contact_email",
+            "anomaly_percent",
         }
     )
     name: str | None = None
@@ -336,6 +337,15 @@ class SettingsPatch(Body):
     usage_grace_days: int | None = Field(default=None, ge=0, le=60)
     collection_retry_days: list[int] | None = Field(
         default=None, description="days after the first failed charge to retry, e.g. [1, 3, 7]"
+    )
+    anomaly_percent: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="flag drafts this percent away from the customer's average; null: never",
+    )
+    near_duplicate_days: int | None = Field(
+        default=None, ge=0, le=90, description="same customer and amount within N days"
     )
     # The seller on e-invoices (UBL / Factur-X).
     address_line1: str | None = None

@@ -381,7 +381,7 @@ class DueItem:
 
     kind: str  # subscription | charge | milestone | usage | time
     id: str
-    customer_id: str
+    customer_id: str | None  # None: usage events of a customer not created yet
     customer_name: str
     description: str
     due_on: date
@@ -389,6 +389,7 @@ class DueItem:
     amount: Decimal | None = None
     contract_id: str | None = None
     contract_reference: str | None = None
+    time_entry_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -588,7 +589,7 @@ def _ordered(findings: Iterable[Finding]) -> tuple[Finding, ...]:
 
 def match_po_line(line: DraftLine, po: PurchaseOrder) -> PurchaseOrderLine | None:
     """The PO line an invoice line bills: same product, else same description; among several,
-    the one at the same unit price, then the first by position."""
+    the one at the same unit price, then one with something left, then the first."""
     if line.product_id:
         candidates = [p for p in po.lines if p.product_id == line.product_id]
     else:
@@ -602,6 +603,7 @@ def match_po_line(line: DraftLine, po: PurchaseOrder) -> PurchaseOrderLine | Non
         candidates,
         key=lambda p: (
             not (line.unit_price is not None and _same(p.unit_price, line.unit_price)),
+            p.remaining_quantity <= 0,
             p.position,
             p.id,
         ),
@@ -1407,7 +1409,7 @@ def unbilled_findings(
         if item.due_on > as_of:
             continue
         check, what, why = _UNBILLED[item.kind]
-        draft = drafts_by_customer.get(item.customer_id)
+        draft = drafts_by_customer.get(item.customer_id) if item.customer_id else None
         amount = (
             f"{_price(item.amount, item.currency)} {item.currency}"
             if item.amount is not None and item.currency
@@ -1427,7 +1429,7 @@ def unbilled_findings(
                     contract_reference=item.contract_reference,
                     subject_kind=item.kind,
                     subject_id=item.id,
-                    time_entry_ids=(item.id,) if item.kind == "time" else (),
+                    time_entry_ids=item.time_entry_ids,
                 ),
                 why,
                 expected="invoiced",

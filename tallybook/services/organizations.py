@@ -48,6 +48,8 @@ SETTINGS_FIELDS = {
     "country",
     "usage_grace_days",
     "collection_retry_days",
+    "anomaly_percent",
+    "near_duplicate_days",
     *(
         # The seller on e-invoices.
         "address_line1",
@@ -123,6 +125,19 @@ def _validate_settings(values: dict[str, Any]) -> dict[str, Any]:
         elif key == "usage_grace_days":
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 60:
                 raise InvalidInput("usage_grace_days: a whole number of days, 0 to 60", field=key)
+        elif key == "anomaly_percent":
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1000
+            ):
+                raise InvalidInput(
+                    "anomaly_percent: a whole percent, 1 to 1000, or null to turn it off",
+                    field=key,
+                )
+        elif key == "near_duplicate_days":
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 90:
+                raise InvalidInput(
+                    "near_duplicate_days: a whole number of days, 0 to 90", field=key
+                )
         elif key == "collection_retry_days":
             try:
                 value = check_retry_days(value)

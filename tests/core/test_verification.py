@@ -675,7 +675,7 @@ def test_every_kind_of_unbilled_item_warns_and_attaches_to_the_customers_draft()
             contract_reference="MSA-2026",
         ),
         due("usage", description="12 usage events for metric api_calls wait in quarantine"),
-        due("time", description="6 hours of consulting on 2026-01-12 by ana"),
+        due("time", description="6 hours of consulting in 2026-01", time_entry_ids=("te_1",)),
         due("charge", id="later", due_on=date(2026, 3, 1)),
     ]
     findings = unbilled_findings(items, date(2026, 2, 1), {"cus_1": draft()})
