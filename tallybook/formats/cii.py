@@ -14,6 +14,7 @@ from lxml import etree
 
 from tallybook.core.einvoice import (
     CommercialDocument,
+    DocumentKind,
     Party,
     TaxCategory,
     VatCategory,
@@ -112,7 +113,7 @@ def to_cii(document: CommercialDocument) -> bytes:
     _opt(settlement, "ram:PaymentReference", document.payment_reference)
     _el(settlement, "ram:InvoiceCurrencyCode", document.currency)
     account = document.payment_account
-    if account is not None and document.type_code != "381":
+    if account is not None and document.kind is not DocumentKind.CREDIT_NOTE:
         means = _el(settlement, "ram:SpecifiedTradeSettlementPaymentMeans")
         # 58: SEPA credit transfer, for euro payments into an IBAN; 30: any credit transfer.
         _el(means, "ram:TypeCode", "58" if document.currency == "EUR" else "30")
