@@ -898,13 +898,14 @@ def give_back_for_credit_note(
                 used_quantity - back_quantity,
                 used_amount - back_amount,
             )
-    session.flush()
-    audit(
-        session,
-        actor,
-        "purchase_order.given_back",
-        "purchase_order",
-        next(iter(outstanding.values()))[0],
-        {"invoice": invoice.number or invoice.id, "amount_minor": given, "by": credit_note_id},
-    )
+    if given:
+        session.flush()
+        audit(
+            session,
+            actor,
+            "purchase_order.given_back",
+            "purchase_order",
+            next(iter(outstanding.values()))[0],
+            {"invoice": invoice.number or invoice.id, "amount_minor": given, "by": credit_note_id},
+        )
     return given
