@@ -141,14 +141,15 @@ def read_table_orders(
     orders = []
     for (number, _customer), group in grouped.items():
         first = group[0]
-        header = {name: first.text(name) for name in HEADER_COLUMNS}
+        header = {name: _header_value(first, name) for name in HEADER_COLUMNS}
         for row in group[1:]:
             for name in HEADER_COLUMNS:
-                value = row.text(name)
+                value = _header_value(row, name)
                 if value is not None and value != header[name]:
                     raise ImportFileError(
-                        f"{value!r} differs from row {first.number}'s {header[name]!r} for "
-                        f"purchase order {number}; a PO's columns must agree on all its lines",
+                        f"{row.text(name)!r} differs from row {first.number}'s "
+                        f"{first.text(name)!r} for purchase order {number}; a PO's columns must "
+                        "agree on all its lines",
                         row=row.number,
                         field=name,
                     )
@@ -189,6 +190,16 @@ def read_table_orders(
             )
         )
     return orders
+
+
+def _header_value(row: Row, name: str) -> Any:
+    """A PO column's value as compared across its rows: 'eur' is 'EUR', '100' is '100.00'."""
+    if name == "ceiling":
+        return row.decimal(name)
+    if name in ("issue_date", "valid_from", "valid_to"):
+        return row.date(name)
+    value = row.text(name)
+    return value.upper() if name == "currency" and value else value
 
 
 def _table_line(row: Row, index: int) -> PurchaseOrderLineData | None:
