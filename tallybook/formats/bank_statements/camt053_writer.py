@@ -45,7 +45,56 @@ def write_camt053(
     opening_minor: int = 0,
     owner: str = "Account owner",
 ) -> bytes:
-    """The statement as UTF-8 bytes, with opening and closing balances that add up."""
+    """One account's statement as UTF-8 bytes, with opening and closing balances that add up."""
+    return write_camt053_accounts(
+        [(account, currency, movements, opening_minor)],
+        statement_id=statement_id,
+        created=created,
+        owner=owner,
+    )
+
+
+def write_camt053_accounts(
+    accounts: Iterable[tuple[str, str, Iterable[Movement], int]],
+    *,
+    statement_id: str,
+    created: date,
+    owner: str = "Account owner",
+) -> bytes:
+    """One message with a statement per (account, currency, movements, opening balance): how a
+    bank reports the currency sub-accounts of one customer relationship."""
+    statements = [
+        _statement(
+            movements,
+            account=account,
+            currency=currency,
+            statement_id=f"{statement_id}-{index}" if index else statement_id,
+            created=created,
+            opening_minor=opening,
+            owner=owner,
+        )
+        for index, (account, currency, movements, opening) in enumerate(accounts)
+    ]
+    head = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<Document xmlns="{NAMESPACE}"><BkToCstmrStmt>'
+        f"<GrpHdr><MsgId>{escape(statement_id)}</MsgId>"
+        f"<CreDtTm>{created.isoformat()}T06:00:00Z</CreDtTm></GrpHdr>\n"
+    )
+    return (head + "".join(statements) + "</BkToCstmrStmt></Document>\n").encode()
+
+
+def _statement(
+    movements: Iterable[Movement],
+    *,
+    account: str,
+    currency: str,
+    statement_id: str,
+    created: date,
+    opening_minor: int,
+    owner: str,
+) -> str:
+
     entries: list[str] = []
     total = 0
     first: date | None = None
@@ -114,10 +163,6 @@ def write_camt053(
         )
 
     head = (
-        '<?xml version="1.0" encoding="UTF-8"?>\n'
-        f'<Document xmlns="{NAMESPACE}"><BkToCstmrStmt>'
-        f"<GrpHdr><MsgId>{escape(statement_id)}</MsgId>"
-        f"<CreDtTm>{created.isoformat()}T06:00:00Z</CreDtTm></GrpHdr>"
         f"<Stmt><Id>{escape(statement_id)}</Id>"
         f"<CreDtTm>{created.isoformat()}T06:00:00Z</CreDtTm>"
         f"<Acct><Id><IBAN>{escape(account)}</IBAN></Id><Ccy>{currency}</Ccy>"
@@ -125,4 +170,4 @@ def write_camt053(
         f"{balance('OPBD', opening_minor, start)}{balance('CLBD', closing, end)}"
         f"<TxsSummry><TtlNtries><NbOfNtries>{count}</NbOfNtries></TtlNtries></TxsSummry>\n"
     )
-    return (head + "".join(entries) + "</Stmt></BkToCstmrStmt></Document>\n").encode()
+    return head + "".join(entries) + "</Stmt>\n"
