@@ -697,3 +697,31 @@ def audit_verification(result: Any) -> dict[str, Any]:
             "detail": broken.detail,
         },
     }
+
+
+APPROVAL = (
+    "id",
+    "subject_type",
+    "subject_id",
+    "rule",
+    "amount_minor",
+    "currency",
+    "action",
+    "status",
+    "requested_by",
+    "request_reason",
+    "requested_at",
+    "decided_by",
+    "decision_reason",
+    "decided_at",
+    "result_type",
+    "result_id",
+)
+
+
+def approval(a: Any) -> dict[str, Any]:
+    """An approval request; `amount` next to `amount_minor` when it has one."""
+    data = row(a, APPROVAL)
+    if a.amount_minor is not None and a.currency:
+        data["amount"] = money(a.amount_minor, a.currency)
+    return data

@@ -23,7 +23,6 @@ from tallybook.core.money import MoneyError, format_minor, is_currency, to_minor
 from tallybook.core.numbering import series_scope
 from tallybook.db.bulk import insert_rows
 from tallybook.db.models import (
-    AuditEvent,
     BankStatement,
     BankStatementLine,
     Customer,
@@ -49,6 +48,7 @@ from tallybook.services.base import (
     Database,
     InvalidInput,
     audit,
+    audit_rows,
     get_owned,
     keyset_page,
     utcnow,
@@ -659,7 +659,7 @@ def _post_payments(
     insert_rows(session, CustomerCreditEntry, credits)
     insert_rows(session, JournalEntry, entry_rows)
     insert_rows(session, JournalLine, line_rows)
-    insert_rows(session, AuditEvent, events)
+    audit_rows(session, events)  # chained with the rest of the transaction's events
     return posted, refused
 
 

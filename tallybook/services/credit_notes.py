@@ -18,7 +18,7 @@ from tallybook.core.credit import (
     LineCredit,
     credit_line,
 )
-from tallybook.core.money import RoundingMode, round_to_minor
+from tallybook.core.money import RoundingMode, format_minor, round_to_minor
 from tallybook.core.periods import local_date
 from tallybook.db.models import (
     CreditNote,
@@ -32,6 +32,13 @@ from tallybook.db.models import (
     Product,
     TaxRate,
     new_id,
+)
+from tallybook.services.approvals import (
+    CREDIT_NOTE,
+    Decision,
+    carried_out,
+    check_held_action,
+    holds_for_approval,
 )
 from tallybook.services.base import (
     MANAGERS,
@@ -49,8 +56,14 @@ from tallybook.services.ledger import accounts_of, post
 from tallybook.services.rating import TaxTable, rate_invoice, treatment_of
 
 
+@holds_for_approval
 def create_credit_note(
-    db: Database, actor: Actor, invoice_id: str, values: dict[str, Any]
+    db: Database,
+    actor: Actor,
+    invoice_id: str,
+    values: dict[str, Any],
+    *,
+    approval: Decision | None = None,
 ) -> CreditNote:
     """Credit an issued invoice, whole (no lines given) or per line by quantity or amount.
 
@@ -59,6 +72,9 @@ def create_credit_note(
 
     settlement: reduce_amount_due (default) lowers what the customer owes on the invoice; any
     part above what is still due, or customer_credit, goes to the customer's credit balance.
+
+    Above the organisation's credit-note limit the note is held for another billing manager's
+    approval (services.approvals); approving it calls this again with the decision.
     """
     actor.require(*MANAGERS, action="issue credit notes")
     reason = (values.get("reason") or "").strip()
@@ -168,6 +184,19 @@ def create_credit_note(
                 f"{creditable} of the invoice remain creditable",
                 field="lines",
             )
+        held = check_held_action(
+            session,
+            actor,
+            org,
+            CREDIT_NOTE,
+            invoice.id,
+            total,
+            invoice.currency,
+            action={"values": values},
+            decision=approval,
+            message=f"a credit note of {format_minor(total, invoice.currency)} on invoice "
+            f"{invoice.number} is above the organisation's credit-note approval limit",
+        )
         customer = session.get(Customer, invoice.customer_id, with_for_update=True)
         day = _issue_date(values.get("issue_date")) or local_date(utcnow(), customer.timezone)
         if invoice.issue_date is not None and day < invoice.issue_date:
@@ -193,6 +222,7 @@ def create_credit_note(
         )
         session.add(note)
         session.flush()
+        carried_out(held, "credit_note", note.id)
         for line, credit in results:
             tax_names = {t["code"]: t for t in _line_taxes(line)}
             session.add(

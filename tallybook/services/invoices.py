@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from tallybook.core.explain import explain_line
+from tallybook.core.money import format_minor
 from tallybook.core.numbering import format_number, series_scope
 from tallybook.core.periods import local_date
 from tallybook.core.references import creditor_reference
@@ -23,13 +24,20 @@ from tallybook.db.models import (
     TaxRate,
     new_id,
 )
+from tallybook.services.approvals import (
+    WRITE_OFF,
+    Decision,
+    carried_out,
+    check_held_action,
+    check_invoice_issue,
+    holds_for_approval,
+)
 from tallybook.services.base import (
     MANAGERS,
     WRITERS,
     Actor,
     Conflict,
     Database,
-    Forbidden,
     InvalidInput,
     NotFound,
     Role,
@@ -314,21 +322,13 @@ def _clean_discounts(
     return clean
 
 
-def approve_invoice(db: Database, actor: Actor, invoice_id: str) -> Invoice:
-    actor.require(*MANAGERS, action="approve invoices")
-    with db.transaction() as session:
-        invoice = _draft(session, actor, invoice_id)
-        invoice.approval_status = "approved"
-        invoice.approved_by = actor.key_id
-        audit(
-            session,
-            actor,
-            "invoice.approved",
-            "invoice",
-            invoice.id,
-            {"total_minor": invoice.total_minor},
-        )
-    return invoice
+def approve_invoice(
+    db: Database, actor: Actor, invoice_id: str, reason: str | None = None
+) -> Invoice:
+    """Approve a draft: a billing manager or admin other than its creator (services.approvals)."""
+    from tallybook.services.approvals import approve_draft
+
+    return approve_draft(db, actor, invoice_id, reason)
 
 
 def next_number(
@@ -394,11 +394,13 @@ def reserve_numbers(
     return [format_number(pattern, issue_date, value) for value in range(first, first + count)]
 
 
+@holds_for_approval
 def issue_invoice(
     db: Database, actor: Actor, invoice_id: str, *, issue_date: date | None = None
 ) -> Invoice:
     """Freeze a draft: number, customer snapshot, due date; apply customer credit."""
     actor.require(*WRITERS, action="issue invoices")
+
     with db.transaction() as session:
         invoice = _draft(session, actor, invoice_id)
         org = session.get(Organization, actor.organization_id)
@@ -419,15 +421,10 @@ def issue_invoice(
             raise Conflict("invoice has no lines; add a line before issuing")
         # The rule is checked against today's threshold, not the one in force when the draft
         # was rated: lowering the threshold must not let an old draft slip through.
-        if invoice.approval_status != "approved":
+        if invoice.approval_status not in ("approved", "rejected"):
             invoice.approval_status = _approval_status(org, invoice.currency, invoice.total_minor)
-        if invoice.approval_status == "pending":
-            if actor.role not in MANAGERS:
-                raise Forbidden(
-                    f"invoice total is above the {invoice.currency} approval threshold "
-                    f"({org.approval_thresholds.get(invoice.currency)}); a billing manager must "
-                    "approve it before a clerk can issue it"
-                )
+        # Above the threshold: approved by someone other than its creator, or held.
+        check_invoice_issue(session, actor, org, invoice)
         if customer.po_required and not invoice.po_number:
             raise Conflict(
                 "po_number: this customer requires a purchase order number", field="po_number"
@@ -440,9 +437,6 @@ def issue_invoice(
         invoice.due_date = day + timedelta(days=customer.payment_terms_days)
         invoice.issued_at = now
         invoice.customer_snapshot = billing_snapshot(customer)
-        if invoice.approval_status == "pending":
-            invoice.approval_status = "approved"
-            invoice.approved_by = actor.key_id
         # A negative invoice (more credited back than charged) becomes customer credit.
         if invoice.total_minor < 0:
             customer.credit_balance_minor += -invoice.total_minor
@@ -683,8 +677,12 @@ def _release_draft(session: Session, invoice: Invoice) -> None:
                 subscription.rerate_from = start
 
 
-def mark_uncollectible(db: Database, actor: Actor, invoice_id: str, reason: str) -> Invoice:
-    """Write off what is still owed: Dr bad debt / Cr receivable; the invoice is uncollectible."""
+@holds_for_approval
+def mark_uncollectible(
+    db: Database, actor: Actor, invoice_id: str, reason: str, *, approval: Decision | None = None
+) -> Invoice:
+    """Write off what is still owed: Dr bad debt / Cr receivable; the invoice is uncollectible.
+    Above the organisation's write-off limit it is held for another manager's approval."""
     actor.require(*MANAGERS, action="mark invoices uncollectible")
     if not reason or not reason.strip():
         raise InvalidInput("reason: say why the invoice is written off", field="reason")
@@ -700,6 +698,20 @@ def mark_uncollectible(db: Database, actor: Actor, invoice_id: str, reason: str)
         _refresh_amount_due(invoice)
         invoice.status = "uncollectible"
         from tallybook.core import ledger as core_ledger
+        held = check_held_action(
+            session,
+            actor,
+            session.get(Organization, actor.organization_id),
+            WRITE_OFF,
+            invoice.id,
+            amount,
+            invoice.currency,
+            action={"reason": reason},
+            decision=approval,
+            message=f"writing off {format_minor(amount, invoice.currency)} of invoice "
+            f"{invoice.number} needs approval under the organisation's write-off rule",
+        )
+        carried_out(held, "invoice", invoice.id)
         from tallybook.services.ledger import accounts_of, post
 
         post(

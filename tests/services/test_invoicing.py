@@ -261,7 +261,10 @@ def test_clerk_cannot_issue_above_a_threshold_lowered_after_rating(db: Database)
     clerk = Actor(actor.organization_id, key.id, Role.BILLING_CLERK)
     with pytest.raises(Forbidden, match="approval threshold"):
         invoices.issue_invoice(db, clerk, invoice.id)
-    invoices.approve_invoice(db, actor, invoice.id)
+    # Segregation of duties: not the admin who ran billing (the draft's creator).
+    manager_key = create_api_key(db, actor, "manager", "billing_manager")
+    manager = Actor(actor.organization_id, manager_key.id, Role.BILLING_MANAGER)
+    invoices.approve_invoice(db, manager, invoice.id)
     assert invoices.issue_invoice(db, clerk, invoice.id).status == "issued"
 
 
