@@ -177,7 +177,7 @@ def read_table_orders(
         orders.append(
             PurchaseOrderData(
                 number=number,
-                customer=first.text("customer", required=True),
+                customer=first.text("customer"),
                 currency=_currency(first.text("currency"), f"row {first.number}, currency"),
                 issue_date=first.date("issue_date"),
                 valid_from=first.date("valid_from"),
@@ -486,7 +486,7 @@ def _exact_quotient(amount: Decimal, divisor: Decimal, where: str) -> Decimal:
     """A unit price from an amount and a quantity, refused unless the division is exact."""
     context = Context(prec=34, traps=[Inexact, DivisionByZero, InvalidOperation])
     try:
-        return context.divide(amount, divisor).normalize(context)
+        return context.divide(amount, divisor)
     except (Inexact, DivisionByZero, InvalidOperation):
         raise ImportFileError(
             f"{amount} / {divisor} is not an exact unit price; give the PriceAmount", field=where

@@ -75,7 +75,7 @@ def test_the_consulting_order_sample() -> None:
         for x in data.lines
     ] == [
         (10, "consulting", "Consulting hour", Decimal(120), Decimal("95.00"), "HUR"),
-        (20, None, "On-site workshop day", Decimal(4), Decimal("375"), "DAY"),
+        (20, None, "On-site workshop day", Decimal(4), Decimal("375.00"), "DAY"),
     ]
 
 

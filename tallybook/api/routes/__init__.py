@@ -8,6 +8,9 @@ ROUTE_MODULES: tuple[str, ...] = (
     "collection",
     "receivables",
     "dunning",
+    "purchase_orders",
+    "time_sheets",
+    "contract_terms",
     "audit",
     "approvals",
 )
