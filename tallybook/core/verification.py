@@ -72,6 +72,7 @@ __all__ = [
     "Severity",
     "TimeEntry",
     "VerificationSettings",
+    "ordered",
     "Where",
     "unbilled_findings",
     "verify_invoice",
@@ -566,7 +567,7 @@ def _po_where(
     )
 
 
-def _ordered(findings: Iterable[Finding]) -> tuple[Finding, ...]:
+def ordered(findings: Iterable[Finding]) -> tuple[Finding, ...]:
     """Blocking first, then by check and place; one finding per key."""
     unique: dict[str, Finding] = {}
     for finding in findings:
@@ -1354,18 +1355,17 @@ def verify_invoice(
 ) -> tuple[Finding, ...]:
     """Every finding for one invoice, blocking first; the same input gives the same findings
     in the same order, whatever the order of its lines."""
-    ordered = replace(
-        invoice, lines=tuple(sorted(invoice.lines, key=lambda line: (line.position, line.id)))
-    )
+    sorted_lines = tuple(sorted(invoice.lines, key=lambda line: (line.position, line.id)))
+    invoice = replace(invoice, lines=sorted_lines)
     findings: list[Finding] = []
-    po_findings, po, matched = _check_purchase_order(ordered, context)
+    po_findings, po, matched = _check_purchase_order(invoice, context)
     findings += po_findings
-    findings += _check_contracts(ordered, context)
-    findings += _check_time(ordered, context)
-    findings += _check_service_reports(ordered, context)
-    findings += _check_duplicates(ordered, context, po, matched, settings)
-    findings += _check_anomaly(ordered, context, settings)
-    return _ordered(findings)
+    findings += _check_contracts(invoice, context)
+    findings += _check_time(invoice, context)
+    findings += _check_service_reports(invoice, context)
+    findings += _check_duplicates(invoice, context, po, matched, settings)
+    findings += _check_anomaly(invoice, context, settings)
+    return ordered(findings)
 
 
 _UNBILLED = {
@@ -1436,7 +1436,7 @@ def unbilled_findings(
                 actual="not invoiced" + (f": {amount}" if amount else ""),
             )
         )
-    return _ordered(findings)
+    return ordered(findings)
 
 
 def summarise(findings: Iterable[Finding]) -> dict[str, int]:

@@ -452,6 +452,10 @@ def dispute_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) ->
             invoice.id,
             {"number": invoice.number, "reason": reason},
         )
+        # The dispute is worked as a discrepancy (services.discrepancies).
+        from tallybook.services.discrepancies import open_dispute_in
+
+        open_dispute_in(session, actor, invoice, reason)
     return invoice
 
 
@@ -470,6 +474,9 @@ def resolve_dispute(
             "disputed_at": invoice.disputed_at.isoformat(),
             "resolution": (resolution or "").strip() or None,
         }
+        from tallybook.services.discrepancies import close_disputes_in
+
+        close_disputes_in(session, actor, invoice, data["resolution"])
         invoice.disputed_at = None
         invoice.dispute_reason = None
         audit(session, actor, "invoice.dispute_resolved", "invoice", invoice.id, data)
