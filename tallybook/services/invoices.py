@@ -400,7 +400,10 @@ def issue_invoice(
 ) -> Invoice:
     """Freeze a draft: number, customer snapshot, due date; apply customer credit."""
     actor.require(*WRITERS, action="issue invoices")
+    # Pre-flight verification, in its own transaction so a refused issue keeps its findings.
+    from tallybook.services import verification
 
+    verification.before_issue(db, actor, invoice_id)
     with db.transaction() as session:
         invoice = _draft(session, actor, invoice_id)
         org = session.get(Organization, actor.organization_id)
@@ -425,6 +428,8 @@ def issue_invoice(
             invoice.approval_status = _approval_status(org, invoice.currency, invoice.total_minor)
         # Above the threshold: approved by someone other than its creator, or held.
         check_invoice_issue(session, actor, org, invoice)
+        # Again on the locked, re-rated draft: what is issued is what was verified.
+        verification.check_at_issue(session, actor, invoice)
         if customer.po_required and not invoice.po_number:
             raise Conflict(
                 "po_number: this customer requires a purchase order number", field="po_number"
