@@ -94,8 +94,8 @@ def issued_invoice(db: Database, actor: Actor, customer, discount: str | None = 
     book = catalog.create_product(
         db, actor, {"code": "handbook", "name": "Handbook", "tax_category": "reduced"}
     )
-    hours = catalog.create_product(
-        db, actor, {"code": "services", "name": "Services", "unit_label": "hours"}
+    days = catalog.create_product(
+        db, actor, {"code": "services", "name": "Services", "unit_label": "days"}
     )
     draft = invoices.create_draft(db, actor, customer.id, {"po_number": "PO-7781"})
     invoices.add_line(
@@ -106,7 +106,7 @@ def issued_invoice(db: Database, actor: Actor, customer, discount: str | None = 
             "description": "Workshop",
             "quantity": "14.5",
             "unit_price": "135",
-            "product_id": hours.id,
+            "product_id": days.id,
         },
     )
     invoices.add_line(
@@ -128,9 +128,9 @@ def test_an_issued_invoice_with_two_rates_and_a_discount(db: Database, checker) 
     invoice = issued_invoice(db, actor, customer)
     doc = einvoices.einvoice_for(db, actor, invoice.id, "invoice")
 
-    # 14.5 h at 135 = 1957.50 at 19 %, an e-book at 4.90 at 7 %; 20 % off both.
+    # 14.5 days at 135 = 1957.50 at 19 %, an e-book at 4.90 at 7 %; 20 % off both.
     assert [(x.name, x.quantity, x.unit_code, x.price, x.net_minor) for x in doc.lines] == [
-        ("Workshop", D("14.5"), "HUR", D(135), 195750),
+        ("Workshop", D("14.5"), "DAY", D(135), 195750),
         ("Developer handbook", D(1), "C62", D("4.90"), 490),
     ]
     assert [(a.category.percent, a.amount_minor) for a in doc.allowances] == [
@@ -246,7 +246,7 @@ def test_credit_and_debit_notes_reference_the_invoice(db: Database, checker) -> 
         db,
         actor,
         invoice.id,
-        {"reason": "Two hours not worked", "lines": [{"line": "1", "quantity": "2"}]},
+        {"reason": "Two days not worked", "lines": [{"line": "1", "quantity": "2"}]},
     )
     doc = einvoices.einvoice_for(db, actor, note.number, "credit_note")
     assert doc.kind is DocumentKind.CREDIT_NOTE and doc.type_code == "381"
@@ -255,10 +255,10 @@ def test_credit_and_debit_notes_reference_the_invoice(db: Database, checker) -> 
         invoice.issue_date,
     )
     [line] = doc.lines
-    # 2 of 14.5 hours of a line discounted 20 %: 2/14.5 x 1566.00 = 216.00, VAT 41.04.
+    # 2 of 14.5 days of a line discounted 20 %: 2/14.5 x 1566.00 = 216.00, VAT 41.04.
     assert (line.quantity, line.net_minor, line.tax_minor) == (D(2), 21600, 4104)
     assert doc.tax_inclusive_minor == note.total_minor == 25704
-    assert doc.note == "Two hours not worked"
+    assert doc.note == "Two days not worked"
     assert checker.validate(to_ubl(doc)).valid
 
     debit = credit_notes.create_debit_note(
