@@ -333,6 +333,7 @@ class OtherLine:
     usage_key: str | None = None
     time_entry_ids: tuple[str, ...] = ()
     purchase_order_line_id: str | None = None  # what it consumed (issued) or would match
+    quantity: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -978,6 +979,7 @@ def _check_time(invoice: DraftInvoice, context: InvoiceContext) -> list[Finding]
             )
         else:
             grouped[(line.product_id, line.period or Period.day(invoice.billing_date))].append(line)
+    named_here = {i for line in time_lines for i in line.time_entry_ids}
     for (product_id, period), lines in sorted(
         grouped.items(), key=lambda item: min(line.position for line in item[1])
     ):
@@ -986,6 +988,7 @@ def _check_time(invoice: DraftInvoice, context: InvoiceContext) -> list[Finding]
             e
             for e in context.time_entries
             if e.status == "approved"
+            and e.id not in named_here
             and e.product_id == product_id
             and period.contains(e.work_date)
             and e.billed_invoice_id in (None, invoice.id)
@@ -1107,7 +1110,9 @@ def _check_service_reports(invoice: DraftInvoice, context: InvoiceContext) -> li
 def _same_charge(a: DraftLine, b: DraftLine | OtherLine, b_period: Period | None) -> bool:
     if a.product_id is None or a.product_id != b.product_id:
         return False
-    if a.time_entry_ids and b.time_entry_ids:
+    if a.time_entry_ids or b.time_entry_ids:
+        # Lines that name their time entries are the same charge only if they share one;
+        # hours typed in beside them are the three-way match's business.
         return bool(set(a.time_entry_ids) & set(b.time_entry_ids))
     if a.period is None or b_period is None or not a.period.overlaps(b_period):
         return False
@@ -1205,7 +1210,9 @@ def _duplicate_po_lines(
         if po_line is None:
             continue
         earlier = seen.get(po_line.id)
-        if earlier is not None and _periods_clash(line.period, earlier.period):
+        if earlier is not None and _billed_again(
+            line.period, earlier.period, earlier.quantity, po_line
+        ):
             findings.append(
                 Finding(
                     "duplicate_po_line",
@@ -1228,7 +1235,13 @@ def _duplicate_po_lines(
                     if o.purchase_order_line_id == po_line.id
                     and o.amount > 0
                     and o.kind not in CORRECTION_KINDS
-                    and _periods_clash(line.period, o.period)
+                    # A draft has delivered nothing yet: only its period can clash.
+                    and _billed_again(
+                        line.period,
+                        o.period,
+                        o.quantity if other.status != "draft" else None,
+                        po_line,
+                    )
                 ),
                 None,
             )
@@ -1258,13 +1271,19 @@ def _duplicate_po_lines(
     return findings
 
 
-def _periods_clash(a: Period | None, b: Period | None) -> bool:
-    """Two billings of a PO line clash when their periods overlap, or neither has one."""
-    if a is None and b is None:
-        return True
-    if a is None or b is None:
-        return False
-    return a.overlaps(b)
+def _billed_again(
+    period: Period | None,
+    before: Period | None,
+    quantity_before: Decimal | None,
+    po_line: PurchaseOrderLine,
+) -> bool:
+    """A PO line is billed again when an earlier billing covered the same period, or (for a
+    line without periods, a delivery) when the earlier billing already took all of it."""
+    if period is not None and before is not None:
+        return period.overlaps(before)
+    if period is None and before is None:
+        return quantity_before is not None and quantity_before >= po_line.quantity
+    return False
 
 
 def _near_duplicates(

@@ -828,6 +828,11 @@ class _Loader:
         contracts = self._contracts(customer_ids)
         entries = self._time_entries(customer_ids, charges, invoices)
         reports = self._service_reports(customer_ids, charges, invoices)
+        self.days = {
+            pooled.value.id: getattr(pooled.value, "work_date", None)
+            or getattr(pooled.value, "service_date", None)
+            for pooled in (*_flat(entries), *_flat(reports))
+        }
         facts = {line.id: self._facts(line, invoices[line.invoice_id], charges) for line in lines}
 
         drafts: dict[str, core.DraftInvoice] = {}
@@ -856,6 +861,7 @@ class _Loader:
                         usage_key=line.usage_key,
                         time_entry_ids=fact.time_entry_ids,
                         purchase_order_line_id=po_line,
+                        quantity=line.quantity,
                     )
                 )
             others_of[invoice.customer_id].append(
@@ -1163,6 +1169,10 @@ class _Loader:
             period = core.Period.day(charge.service_date)
         entry_ids = tuple(details.get("time_entry_ids") or ())
         report_ids = tuple(details.get("service_report_ids") or ())
+        worked = [self.days[i] for i in (*entry_ids, *report_ids) if self.days.get(i)]
+        if worked and line.period_start is None:
+            # A charge of time entries or service reports covers the days they were done.
+            period = core.Period(min(worked), max(worked) + timedelta(days=1))
         by_the_hour = (
             product is not None and (product.unit_label or "").strip().casefold() in HOUR_UNITS
         )
@@ -1474,6 +1484,10 @@ _ORDER_LINE = (
     PurchaseOrderLine.unit_price,
     PurchaseOrderLine.consumed_quantity,
 )
+
+
+def _flat(pools: dict[str, list[_Pooled]]) -> list[_Pooled]:
+    return [pooled for values in pools.values() for pooled in values]
 
 
 def _discount(entry: dict[str, Any]) -> core.Discount:

@@ -553,7 +553,15 @@ def test_a_po_line_billed_twice_blocks() -> None:
     )
     before = issued(
         lines=(
-            OtherLine("ol_9", 1, D(5000), "one_off", "prod_impl", purchase_order_line_id="pol_9"),
+            OtherLine(
+                "ol_9",
+                1,
+                D(5000),
+                "one_off",
+                "prod_impl",
+                purchase_order_line_id="pol_9",
+                quantity=D(1),
+            ),
         )
     )
     context = InvoiceContext(purchase_orders=(order,), other_invoices=(before,))
