@@ -631,6 +631,7 @@ def _message(
 ) -> str:
     """What the customer is told: what changed, by which document, and why."""
     note = note.rstrip(". ")
+    sentence = note[:1].upper() + note[1:]
     subject = (
         f"invoice {invoice.number}" if invoice is not None and invoice.number else "your invoice"
     )
@@ -642,15 +643,15 @@ def _message(
         session.flush()
         due = format_minor(invoice.amount_due_minor, invoice.currency) if invoice else ""
         return (
-            f"We reviewed {asked}{subject}. {note}. We have issued credit note {document.number} "
-            f"for {format_minor(document.total_minor, document.currency)}"
+            f"We reviewed {asked}{subject}. {sentence}. We have issued credit note "
+            f"{document.number} for {format_minor(document.total_minor, document.currency)}"
             + (f"; the amount now due on the invoice is {due}." if invoice else ".")
         )
     if resolution == "debit_note" and isinstance(document, DebitNote):
         return (
-            f"We reviewed {asked}{subject}. {note}. We have issued debit note {document.number} "
-            f"for {format_minor(document.total_minor, document.currency)}, due on "
-            f"{document.due_date.isoformat()}."
+            f"We reviewed {asked}{subject}. {sentence}. We have issued debit note "
+            f"{document.number} for {format_minor(document.total_minor, document.currency)}, "
+            f"due on {document.due_date.isoformat()}."
         )
     if resolution == "adjust_draft":
         return f"Before sending {subject}, we corrected it: {note}."
