@@ -484,7 +484,7 @@ def issue_invoice(
         from tallybook.services.time_sheets import mark_billed
 
         consume_for_invoice(session, actor, invoice)
-        mark_billed(session, invoice)
+        mark_billed(session, actor, invoice)
         audit(
             session,
             actor,
@@ -599,6 +599,9 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
             from tallybook.services.purchase_orders import give_back_for_void
 
             give_back_for_void(session, actor, invoice)
+            from tallybook.services.time_sheets import release_billed
+
+            release_billed(session, actor, invoice)
         audit(
             session,
             actor,

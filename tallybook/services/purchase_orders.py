@@ -43,6 +43,7 @@ from tallybook.services.base import (
     audit,
     get_owned,
     keyset_page,
+    snapshot,
     utcnow,
 )
 from tallybook.services.catalog import _decimal
@@ -353,13 +354,18 @@ def _write(session: Session, actor: Actor, spec: _OrderSpec, source: str) -> Pur
         "purchase_order",
         order.id,
         {
-            "number": order.number,
-            "customer": order.customer_id,
-            "currency": order.currency,
-            "ceiling_minor": order.ceiling_minor,
-            "lines": len(lines),
-            "source": source,
+            "lines": [
+                {
+                    "position": line.position,
+                    "product_id": line.product_id,
+                    "description": line.description,
+                    "quantity": format(line.quantity, "f"),
+                    "unit_price": format(line.unit_price, "f"),
+                }
+                for line in lines
+            ]
         },
+        after=order,
     )
     return PurchaseOrderView(order, lines, [])
 
@@ -661,6 +667,7 @@ def _finish(db: Database, actor: Actor, ref: str, status: str, reason: str | Non
                 raise Conflict(
                     f"purchase order {order.number} has been invoiced against; close it instead"
                 )
+        before = snapshot(order, "status", "closed_at", "close_reason")
         order.status = status
         order.closed_at = utcnow()
         order.close_reason = (reason or "").strip() or None
@@ -670,7 +677,9 @@ def _finish(db: Database, actor: Actor, ref: str, status: str, reason: str | Non
             f"purchase_order.{status}",
             "purchase_order",
             order.id,
-            {"number": order.number, "reason": order.close_reason, "before": "open"},
+            {"number": order.number},
+            before=before,
+            after=order,
         )
     return order
 
@@ -761,11 +770,9 @@ def consume_for_invoice(session: Session, actor: Actor, invoice: Invoice) -> Pur
         "purchase_order.consumed",
         "purchase_order",
         order.id,
-        {
-            "invoice": invoice.number or invoice.id,
-            "amount_minor": total,
-            "consumed_minor": order.consumed_minor,
-        },
+        {"invoice": invoice.number or invoice.id, "amount_minor": total},
+        before={"consumed_minor": order.consumed_minor - total},
+        after=order,
     )
     return order
 
@@ -839,15 +846,29 @@ def give_back_for_void(session: Session, actor: Actor, invoice: Invoice) -> int:
             )
     if outstanding:
         session.flush()
-        audit(
-            session,
-            actor,
-            "purchase_order.given_back",
-            "purchase_order",
-            next(iter(outstanding.values()))[0],
-            {"invoice": invoice.number or invoice.id, "amount_minor": given, "by": "void"},
-        )
+        _audit_give_back(session, actor, invoice, outstanding, given, "invoice_voided")
     return given
+
+
+def _audit_give_back(
+    session: Session,
+    actor: Actor,
+    invoice: Invoice,
+    outstanding: dict[str | None, tuple[str, str | None, Decimal, int]],
+    given: int,
+    by: str,
+) -> None:
+    order = session.get(PurchaseOrder, next(iter(outstanding.values()))[0])
+    audit(
+        session,
+        actor,
+        "purchase_order.given_back",
+        "purchase_order",
+        order.id,
+        {"invoice": invoice.number or invoice.id, "amount_minor": given, "by": by},
+        before={"consumed_minor": order.consumed_minor + given},
+        after=order,
+    )
 
 
 def _toward(value: Decimal | int, limit: Decimal | int) -> Decimal | int:
@@ -900,12 +921,5 @@ def give_back_for_credit_note(
             )
     if given:
         session.flush()
-        audit(
-            session,
-            actor,
-            "purchase_order.given_back",
-            "purchase_order",
-            next(iter(outstanding.values()))[0],
-            {"invoice": invoice.number or invoice.id, "amount_minor": given, "by": credit_note_id},
-        )
+        _audit_give_back(session, actor, invoice, outstanding, given, credit_note_id)
     return given

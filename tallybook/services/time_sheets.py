@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tallybook.db.models import (
@@ -51,6 +51,7 @@ from tallybook.services.base import (
     audit,
     get_owned,
     keyset_page,
+    snapshot,
     utcnow,
 )
 from tallybook.services.catalog import _decimal
@@ -201,7 +202,7 @@ def create_time_entry(db: Database, actor: Actor, values: dict[str, Any]) -> Tim
             "time_entry.created",
             "time_entry",
             entry.id,
-            {"worker": worker, "work_date": work_date.isoformat(), "hours": str(hours)},
+            after=entry,
         )
     return entry
 
@@ -241,20 +242,29 @@ def import_time_entries(
         created = [_time_entry_row(cache, actor, row, kind, digest, file_name, now) for row in rows]
         session.add_all(created)
         session.flush()
+        _audit_imported(session, actor, TIME, created, file_name, digest)
+    return SheetImport(kind, created, sum(1 for e in created if e.status == "approved"), digest)
+
+
+def _audit_imported(
+    session: Session,
+    actor: Actor,
+    kind: _Kind,
+    created: list[Any],
+    file_name: str | None,
+    digest: str,
+) -> None:
+    """One event per imported row (its values), naming the file it came from."""
+    for row in created:
         audit(
             session,
             actor,
-            "time_entries.imported",
-            "time_entry",
-            created[0].id,
-            {
-                "file": file_name,
-                "sha256": digest,
-                "entries": [e.id for e in created],
-                "approved": sum(1 for e in created if e.status == "approved"),
-            },
+            f"{kind.entity}.imported",
+            kind.entity,
+            row.id,
+            {"file": file_name, "sha256": digest},
+            after=row,
         )
-    return SheetImport(kind, created, sum(1 for e in created if e.status == "approved"), digest)
 
 
 def _format_of(data: bytes, format: str | None, file_name: str | None) -> str:
@@ -403,11 +413,7 @@ def create_service_report(db: Database, actor: Actor, values: dict[str, Any]) ->
             "service_report.created",
             "service_report",
             report.id,
-            {
-                "product": product.code,
-                "service_date": service_date.isoformat(),
-                "quantity": str(quantity),
-            },
+            after=report,
         )
     return report
 
@@ -436,19 +442,7 @@ def import_service_reports(
         created = [_report_row(cache, actor, row, kind, digest, file_name, now) for row in rows]
         session.add_all(created)
         session.flush()
-        audit(
-            session,
-            actor,
-            "service_reports.imported",
-            "service_report",
-            created[0].id,
-            {
-                "file": file_name,
-                "sha256": digest,
-                "reports": [r.id for r in created],
-                "approved": sum(1 for r in created if r.status == "approved"),
-            },
-        )
+        _audit_imported(session, actor, REPORTS, created, file_name, digest)
     return SheetImport(kind, created, sum(1 for r in created if r.status == "approved"), digest)
 
 
@@ -532,6 +526,7 @@ def _review(
                     f"{kind.label} {row.id} was entered with this key; another manager must "
                     f"{verb} it"
                 )
+            before = snapshot(row, "status", "approved_by", "approved_at", "review_note")
             row.status = status
             row.review_note = (note or "").strip() or None
             if status == "approved":
@@ -543,7 +538,8 @@ def _review(
                 f"{kind.entity}.{status}",
                 kind.entity,
                 row.id,
-                {"before": "draft", "after": status, "note": row.review_note},
+                before=before,
+                after=row,
             )
             rows.append(row)
     return rows
@@ -687,18 +683,23 @@ def _bill(
             session.flush()
             for member in members:
                 member.charge_id = charge.id
+                audit(
+                    session,
+                    actor,
+                    f"{kind.entity}.charged",
+                    kind.entity,
+                    member.id,
+                    before={"charge_id": None},
+                    after=member,
+                )
             audit(
                 session,
                 actor,
-                f"{kind.entity}.charged",
+                "charge.created",
                 "charge",
                 charge.id,
-                {
-                    kind.entity: [m.id for m in members],
-                    "quantity": str(charge.quantity),
-                    "unit_price": str(unit_price),
-                    "price_source": source,
-                },
+                {kind.entity: [m.id for m in members], "price_source": source},
+                after=charge,
             )
             charges.append(charge)
     return charges
@@ -800,18 +801,55 @@ class _Prices:
         return Decimal(str(price.terms["amount"])), f"catalog price {price.code} v{price.version}"
 
 
-def mark_billed(session: Session, invoice: Invoice) -> None:
+def mark_billed(session: Session, actor: Actor, invoice: Invoice) -> None:
     """Issuing an invoice records it on the time entries and service reports its charges bill."""
     charges = select(Charge.id).where(
         Charge.organization_id == invoice.organization_id, Charge.invoice_id == invoice.id
     )
-    for model in (TimeEntry, ServiceReport):
-        session.execute(
-            update(model)
-            .where(model.organization_id == invoice.organization_id, model.charge_id.in_(charges))
-            .values(billed_invoice_id=invoice.id)
-            .execution_options(synchronize_session=False)
-        )
+    for kind in (TIME, REPORTS):
+        model = kind.model
+        for row in session.scalars(
+            select(model).where(
+                model.organization_id == invoice.organization_id, model.charge_id.in_(charges)
+            )
+        ):
+            row.billed_invoice_id = invoice.id
+            audit(
+                session,
+                actor,
+                f"{kind.entity}.billed",
+                kind.entity,
+                row.id,
+                {"invoice": invoice.number},
+                before={"billed_invoice_id": None},
+                after=row,
+            )
+
+
+def release_billed(session: Session, actor: Actor, invoice: Invoice) -> None:
+    """A voided invoice billed nothing: its time entries and service reports are unbilled
+    again and can be billed anew (`bill_time`); the void invoice keeps its charges."""
+    for kind in (TIME, REPORTS):
+        model = kind.model
+        for row in session.scalars(
+            select(model).where(
+                model.organization_id == invoice.organization_id,
+                model.billed_invoice_id == invoice.id,
+            )
+        ):
+            before = snapshot(row, "billed_invoice_id", "charge_id")
+            row.billed_invoice_id = None
+            row.charge_id = None
+            audit(
+                session,
+                actor,
+                f"{kind.entity}.released",
+                kind.entity,
+                row.id,
+                {"invoice": invoice.number, "reason": "invoice voided"},
+                before=before,
+                after=row,
+            )
 
 
 def unbilled_hours(session: Session, organization_id: str, customer_id: str) -> Decimal:

@@ -386,3 +386,38 @@ def test_another_organisation_sees_nothing(world: World) -> None:
             )
             == 0
         )
+
+
+def test_voiding_an_issued_invoice_unbills_its_time(world: World) -> None:
+    db = world.db
+    entry = world.time(world.clerk, "2026-01-05", "2")
+    time_sheets.approve_time_entries(db, world.manager, [entry.id])
+    time_sheets.bill_time(db, world.clerk, world.customer.id)
+    [first] = billing.run_billing(db, world.clerk, after_now()).invoice_ids
+    invoices.issue_invoice(db, world.manager, first)
+    invoices.void_invoice(db, world.manager, first, "billed to the wrong entity")
+    released = time_sheets.get_time_entry(db, world.clerk, entry.id)
+    assert (released.billed_invoice_id, released.charge_id) == (None, None)
+    [charge] = time_sheets.bill_time(db, world.clerk, world.customer.id)
+    assert charge.quantity == Decimal(2)
+    [second] = billing.run_billing(db, world.clerk, after_now()).invoice_ids
+    invoices.issue_invoice(db, world.manager, second)
+    assert time_sheets.get_time_entry(db, world.clerk, entry.id).billed_invoice_id == second
+
+
+def test_every_change_is_audited_with_before_and_after(world: World) -> None:
+    from tallybook.db.models import AuditEvent
+
+    db = world.db
+    entry = world.time(world.clerk, "2026-01-05", "2")
+    time_sheets.approve_time_entries(db, world.manager, [entry.id], "fine")
+    with db.reading() as session:
+        events = {
+            e.action: e
+            for e in session.scalars(select(AuditEvent).where(AuditEvent.entity_id == entry.id))
+        }
+    assert events["time_entry.created"].data["after"]["hours"] == "2"
+    approved = events["time_entry.approved"]
+    assert approved.actor == world.manager.key_id
+    assert approved.data["before"]["status"] == "draft"
+    assert approved.data["after"]["status"] == "approved"
