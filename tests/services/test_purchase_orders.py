@@ -507,3 +507,35 @@ def _check_balances(db: Database, actor: Actor, customer_id: str) -> None:
     assert consulting_line.consumed_quantity == expected_quantity
     assert order.consumed_minor >= 0
     assert purchase_orders.remaining_minor(order) == order.ceiling_minor - order.consumed_minor
+
+
+def test_invoices_issued_and_voided_at_once_keep_the_balance_exact(postgres_db: Database) -> None:
+    """Eight drafts on one PO issued by four threads, then voided and credited at once: the
+    PO ends at exactly what the surviving invoices use."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    db = postgres_db
+    actor, customer, products = world(db)
+    make_po(db, actor, customer, products)
+    drafts = []
+    for hours in range(1, 9):
+        draft = invoices.create_draft(db, actor, customer.id, {"po_number": "4500012345"})
+        invoices.add_line(db, actor, draft.id, consulting(products, str(hours)))
+        drafts.append(draft.id)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda d: invoices.issue_invoice(db, actor, d), drafts))
+    assert show(db, actor)[0].consumed_minor == sum(range(1, 9)) * 9_500
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda d: invoices.void_invoice(db, actor, d, "race"), drafts[:4]))
+        list(
+            pool.map(
+                lambda d: credit_notes.create_credit_note(
+                    db, actor, d, {"reason": "race", "lines": [{"line": 1, "quantity": 1}]}
+                ),
+                drafts[4:],
+            )
+        )
+    order, lines, _ = show(db, actor)
+    # Kept: 5 + 6 + 7 + 8 hours, less one hour credited on each.
+    assert order.consumed_minor == (5 + 6 + 7 + 8 - 4) * 9_500
+    assert lines[1].consumed_quantity == Decimal(22)
