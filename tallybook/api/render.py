@@ -725,3 +725,171 @@ def approval(a: Any) -> dict[str, Any]:
     if a.amount_minor is not None and a.currency:
         data["amount"] = money(a.amount_minor, a.currency)
     return data
+
+
+# -- verification, discrepancies, billing health ----------------------------------------------
+
+
+def finding(f: Any, discrepancy_id: str | None = None) -> dict[str, Any]:
+    """A verification finding: what, where, why, expected against actual."""
+    data = {
+        "check": f.check,
+        "title": f.title,
+        "family": f.family,
+        "severity": f.severity.value,
+        "what": f.what,
+        "where": f.where.as_dict(),
+        "why": f.why,
+        "expected": f.expected,
+        "actual": f.actual,
+        "key": f.key,
+    }
+    if discrepancy_id is not None:
+        data["discrepancy_id"] = discrepancy_id
+    return data
+
+
+def invoice_verification(v: Any) -> dict[str, Any]:
+    return {
+        "invoice_id": v.invoice_id,
+        "invoice_number": v.invoice_number,
+        "customer_id": v.customer_id,
+        "status": v.status,
+        "blocking": len(v.blocking),
+        "warnings": len(v.findings) - len(v.blocking),
+        "findings": [finding(f, v.discrepancies.get(f.key)) for f in v.findings],
+    }
+
+
+def verification_run(run: Any, *, passed: bool = False) -> dict[str, Any]:
+    """A verification run; invoices that passed are left out unless asked for."""
+    return {
+        "id": run.id,
+        "as_of": run.as_of.isoformat(),
+        "invoices": len(run.invoices),
+        "failing_invoices": len(run.failing),
+        "blocking": run.blocking,
+        "warnings": run.warnings,
+        "seconds": round(run.seconds, 3),
+        "results": [
+            invoice_verification(v) for v in run.invoices if passed or v.status != "passed"
+        ],
+        "unattached": [finding(f, run.discrepancies.get(f.key)) for f in run.unattached],
+    }
+
+
+DISCREPANCY = (
+    "id",
+    "source",
+    "check",
+    "severity",
+    "status",
+    "what",
+    "why",
+    "expected",
+    "actual",
+    "location",
+    "customer_id",
+    "invoice_id",
+    "invoice_line_id",
+    "purchase_order_id",
+    "time_entry_id",
+    "subject_type",
+    "subject_id",
+    "assignee_key_id",
+    "resolution",
+    "resolution_note",
+    "customer_message",
+    "credit_note_id",
+    "debit_note_id",
+    "override_approval_id",
+    "first_seen_at",
+    "last_seen_at",
+    "resolved_at",
+    "resolved_by",
+    "updated_at",
+)
+
+
+def discrepancy(
+    d: Any, comments: list[Any] | None = None, invoice_number: str | None = None
+) -> dict[str, Any]:
+    data = row(d, DISCREPANCY)
+    if invoice_number is not None:
+        data["invoice_number"] = invoice_number
+    if comments is not None:
+        data["comments"] = [
+            {
+                "id": c.id,
+                "author_key_id": c.author_key_id,
+                "body": c.body,
+                "created_at": _value(c.created_at),
+            }
+            for c in comments
+        ]
+    return data
+
+
+def discrepancy_view(view: Any) -> dict[str, Any]:
+    return discrepancy(view.discrepancy, view.comments, view.invoice_number)
+
+
+def due_item(item: Any) -> dict[str, Any]:
+    data = {
+        "kind": item.kind,
+        "id": item.id,
+        "customer_id": item.customer_id,
+        "customer_name": item.customer_name,
+        "description": item.description,
+        "due_on": item.due_on.isoformat(),
+        "currency": item.currency,
+        "amount": _value(item.amount),
+    }
+    if item.contract_reference:
+        data["contract_reference"] = item.contract_reference
+    if item.time_entry_ids:
+        data["time_entry_ids"] = list(item.time_entry_ids)
+    return data
+
+
+def billing_health(h: Any) -> dict[str, Any]:
+    return {
+        "as_of": h.as_of.isoformat(),
+        "unbilled": {
+            "count": len(h.unbilled),
+            "by_kind": h.unbilled_by_kind,
+            "known_amounts": {c: _value(a) for c, a in h.unbilled_amounts.items()},
+            "items": [due_item(i) for i in h.unbilled],
+        },
+        "waiting_for_approval": [
+            {
+                "invoice_id": w.invoice_id,
+                "customer_id": w.customer_id,
+                "customer_name": w.customer_name,
+                "currency": w.currency,
+                "total_minor": w.total_minor,
+                "total": money(w.total_minor, w.currency),
+                "waiting_for": w.waiting_for,
+                "approval_ids": list(w.approval_ids),
+                "since": _value(w.since),
+            }
+            for w in h.waiting
+        ],
+        "open_discrepancies_by_age": h.discrepancies_by_age,
+        "failing_verification": [
+            {
+                "invoice_id": f.invoice_id,
+                "number": f.number,
+                "status": f.status,
+                "customer_id": f.customer_id,
+                "customer_name": f.customer_name,
+                "currency": f.currency,
+                "total_minor": f.total_minor,
+                "total": money(f.total_minor, f.currency),
+                "blocking": f.blocking,
+                "checks": list(f.checks),
+                "discrepancy_ids": list(f.discrepancy_ids),
+            }
+            for f in h.failing
+        ],
+    }

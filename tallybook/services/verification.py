@@ -57,6 +57,7 @@ from tallybook.services.base import (
     Conflict,
     Database,
     InvalidInput,
+    NotFound,
     audit,
     audit_rows,
     get_owned,
@@ -140,7 +141,7 @@ class VerificationBlocked(Conflict):
 
 
 def verify_invoice(
-    db: Database, actor: Actor, invoice_id: str, *, as_of: datetime | None = None
+    db: Database, actor: Actor, invoice_id: str, *, as_of: datetime | date | None = None
 ) -> InvoiceVerification:
     """Verify one invoice now and keep its findings as discrepancies."""
     actor.require(*WRITERS, action="verify invoices")
@@ -149,7 +150,8 @@ def verify_invoice(
         if invoice.status == "void":
             raise Conflict(f"invoice {invoice.number or invoice.id} is void; nothing to verify")
         _lock(session, actor)
-        result = _verify(session, actor, [invoice.id], as_of or utcnow(), leakage="customers")
+        now = _instant(session, actor, as_of)
+        result = _verify(session, actor, [invoice.id], now, leakage="customers")
         [verification] = result.invoices
         audit(
             session,
@@ -172,7 +174,7 @@ def verify_run(
     actor: Actor,
     invoice_ids: Sequence[str] | None = None,
     *,
-    as_of: datetime | None = None,
+    as_of: datetime | date | None = None,
 ) -> VerificationRunResult:
     """Verify many invoices at once (default: every draft of the organisation), loading what
     they are checked against in bulk, with the organisation's revenue leakage; one run row
@@ -207,16 +209,14 @@ def verify_run(
                 )
             missing = [i for i in ids if i not in found]
             if missing:
-                raise InvalidInput(
-                    f"invoice_ids: {missing[0]} is not an invoice of this organisation (or is "
-                    "void)",
-                    field="invoice_ids",
+                # Another organisation's invoice is simply not found, as everywhere.
+                raise NotFound(
+                    f"invoice_ids: invoice {missing[0]} not found (or void)", field="invoice_ids"
                 )
         _lock(session, actor)
         run_id = new_id("vrun")
-        result = _verify(
-            session, actor, ids, as_of or utcnow(), leakage="organization", run_id=run_id
-        )
+        now = _instant(session, actor, as_of)
+        result = _verify(session, actor, ids, now, leakage="organization", run_id=run_id)
         seconds = clock.perf_counter() - ticks
         result = VerificationRunResult(
             run_id, result.as_of, result.invoices, result.unattached, result.discrepancies, seconds
@@ -1537,6 +1537,20 @@ def _lock(session: Session, actor: Actor) -> None:
     writers queue anyway)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text(_LOCK), {"org": actor.organization_id})
+
+
+def _instant(session: Session, actor: Actor, as_of: datetime | date | None) -> datetime:
+    """Verifying as of a day counts what fell due by the end of that day, in the organisation's
+    time zone; no day: now."""
+    if as_of is None:
+        return utcnow()
+    if isinstance(as_of, datetime):
+        if as_of.tzinfo is None:
+            raise InvalidInput("as_of: give a time zone", field="as_of")
+        return as_of
+    org = session.get(Organization, actor.organization_id)
+    assert org is not None
+    return day_end(as_of, org.timezone)
 
 
 def day_end(day: date, timezone: str) -> datetime:

@@ -491,9 +491,9 @@ def test_verifying_names_bad_invoice_ids_and_respects_tenancy(world: World) -> N
         verification.verify_invoice(db, stranger, draft.id)
     with pytest.raises(NotFound):
         verification.request_override(db, stranger, draft.id, "x")
-    with pytest.raises(Exception, match="invoice_ids: inv_nope"):
+    with pytest.raises(NotFound, match="invoice_ids: invoice inv_nope not found"):
         verification.verify_run(db, world.clerk, ["inv_nope"])
-    with pytest.raises(Exception, match="invoice_ids"):
+    with pytest.raises(NotFound, match="invoice_ids"):
         verification.verify_run(db, stranger, [draft.id])
     viewer = world.key("auditor", Role.VIEWER)
     with pytest.raises(Forbidden):

@@ -13,4 +13,5 @@ ROUTE_MODULES: tuple[str, ...] = (
     "contract_terms",
     "audit",
     "approvals",
+    "verification",
 )
