@@ -2,11 +2,24 @@
 
 Pure: statement lines and open invoices in, one proposal per line out, each either safe to post
 automatically or sent to the review queue with the reasons a clerk needs.
+
+How a line is read, surest evidence first:
+  - an ISO 11649 RF reference of an open invoice (its check digits catch every single typo, so a
+    reference that fails them is only a clue, never trusted on its own);
+  - an invoice number as printed, with spaces, slashes, dashes, without leading zeros or without
+    its letters ("2026-000123"); or one or two typos away from one, when the amount and the
+    payer confirm it;
+  - without a usable reference: the payer, known by an account it paid from before or by its
+    name, and an open invoice of that customer due for exactly the amount, or exactly one set of
+    its open invoices adding up to it.
+Lines take invoice balances surest first; only automatic postings use up balances while the
+lines are judged, so a guess waiting for review never makes another line look certain.
 """
 
 from __future__ import annotations
 
 import re
+import string
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,13 +29,13 @@ from itertools import product
 
 from rapidfuzz import fuzz, process
 from rapidfuzz.distance import OSA
-from stdnum import iso11649
 
 from tallybook.core.money import MoneyError, format_minor
 
 __all__ = [
     "DEFAULT_THRESHOLD",
     "Allocation",
+    "ClosedInvoice",
     "IncomingLine",
     "OpenInvoice",
     "Proposal",
@@ -30,15 +43,22 @@ __all__ = [
 ]
 
 DEFAULT_THRESHOLD = 90
-MAX_SUBSET_CANDIDATES = 20  # invoices of one customer searched for a combination
+MAX_SUBSET_CANDIDATES = 20  # open invoices of one customer searched for a combination
 MAX_ASSIGNMENTS = 4096  # readings of several typo'd invoice numbers tried against the amount
 MAX_PAYER_CUSTOMERS = 5  # an account shared by more customers (a payment provider) says nothing
-NAME_MATCH = 90  # payer name at least this close to a customer's name supports that customer
+NAME_MATCH = 95  # a payer name at least this close to a customer's name identifies it
 NAME_FAR = 70  # ...and a named customer this far from it, while another matches, is contradicted
+MAX_NUMBER_WORDS = 6  # payers split "INV 2026 000 123" into this many words at most
+MAX_TYPOS = 2  # how far a typed invoice number may be from the real one
+CUT_NAME_LENGTHS = frozenset({27, 35})  # banks that cut payer names keep this many characters
+COMMON_NAME_WORD = 400  # a word this many customer names share does not narrow the search
 
 
 @dataclass(frozen=True)
 class OpenInvoice:
+    """An invoice with money still due. `payer_accounts` are the accounts its customer is known
+    to pay from (its own list and the accounts of payments already applied)."""
+
     id: str
     number: str
     customer_id: str
@@ -52,7 +72,23 @@ class OpenInvoice:
 
 
 @dataclass(frozen=True)
+class ClosedInvoice:
+    """An invoice no longer open (paid, credited, voided, written off) whose number or reference
+    a payer may still quote: paying it a second time, or mistyping an open invoice's into it.
+    Without them a quoted number that is no open invoice's looks like a typo of one."""
+
+    id: str
+    number: str
+    customer_id: str
+    currency: str
+    total_minor: int
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
 class IncomingLine:
+    """One bank statement line; a positive amount is money received."""
+
     key: str
     amount_minor: int
     currency: str
@@ -72,6 +108,10 @@ class Allocation:
 
 @dataclass(frozen=True)
 class Proposal:
+    """What to do with one line. The allocations (oldest due first) and `unapplied_minor` add up
+    to the money received (0 for a line that is not money received); `auto` means safe to post
+    without review: allocations exist, the evidence is sure and confidence >= the threshold."""
+
     line_key: str
     customer_id: str | None
     allocations: tuple[Allocation, ...]
@@ -82,18 +122,26 @@ class Proposal:
     auto: bool
 
 
-# How surely the remittance identifies an invoice; lower is surer.
+# How surely a mention identifies an invoice; lower is surer.
 _REFERENCE, _NUMBER, _TYPO1, _TYPO2 = 0, 1, 2, 3
 # What the payer's account and name say about an invoice's customer; higher is better.
 _CONTRADICT, _NO_SUPPORT, _NAME, _ACCOUNT = 0, 1, 2, 3
 
-_WORD = re.compile(r"[0-9A-Za-z]+")
+_WORD = re.compile(r"[0-9A-Z]+")
 _RUN = re.compile(r"[A-Z]+|[0-9]+")
+_LETTERS = re.compile(r"[A-Z]*")
 _RF_HEAD = re.compile(r"RF[0-9]{2}")
 _RF_MAX = 25
+_NOT_RECEIVED = ("not money received: nothing to apply",)
+_RF_DIGITS = str.maketrans(
+    {letter: str(10 + at) for at, letter in enumerate(string.ascii_uppercase)}
+)
+_GERMAN = str.maketrans({"Ä": "AE", "Ö": "OE", "Ü": "UE"})
 _LEGAL_FORMS = frozenset(
-    "AG AB AS BV CO CORP CORPORATION COMPANY GMBH INC INCORPORATED KG LLC LLP LP LTD LIMITED "
-    "NV OHG OY PLC SA SARL SAS SE SL SPA SRL UG".split()
+    "AB AG AS BV CO CORP CORPORATION COMPANY EG EK EURL GBR GMBH HAFTUNGSBESCHRANKT "
+    "HAFTUNGSBESCHRAENKT INC "
+    "INCORPORATED KG KGAA LIMITED LLC LLP LP LTD NV OG OHG OY PLC SA SARL SAS SCA SE SL SNC SPA "
+    "SRL UG VOF".split()
 )
 
 
@@ -102,42 +150,116 @@ def match_lines(
     invoices: Sequence[OpenInvoice],
     *,
     threshold: int = DEFAULT_THRESHOLD,
+    closed: Sequence[ClosedInvoice] = (),
 ) -> list[Proposal]:
-    """One proposal per line, in line order.
+    """One proposal per line, in line order. `closed` are the organisation's invoices that are
+    no longer open: a line quoting one is paying it twice or mistyping another, never taken for
+    a typo of an open invoice the payer also owes the same amount on.
 
-    Every line is first judged against the full open amounts; then lines take invoice balances in
-    order of that confidence (surest first), each judged again against what earlier lines left,
-    so no invoice is ever allocated more than it still has open.
+    Lines are judged surest evidence first (exact references, then exact numbers, typo'd
+    numbers, payer and amount), each against what automatic postings of earlier lines left open;
+    lines left for review are judged once more after every sure line has posted. Suggestions for
+    review then share what is still open, so across all proposals no invoice is allocated more
+    than it has open. The result does not depend on the order of `invoices`.
     """
     if not 0 <= threshold <= 100:
         raise ValueError(f"threshold: {threshold} is not between 0 and 100")
-    book = _Book(invoices)
-    evidence = [book.read(line) for line in lines]
-    first = [book.decide(found, explain=False).confidence for found in evidence]
-    order = sorted(range(len(lines)), key=lambda position: -first[position])
+    book = _Book(invoices, closed)
     proposals: list[Proposal | None] = [None] * len(lines)
+    evidence: dict[int, _Evidence] = {}
+    for position, line in enumerate(lines):
+        if line.amount_minor > 0:
+            evidence[position] = book.read(line)
+        else:
+            proposals[position] = Proposal(line.key, None, (), 0, 0, "none", _NOT_RECEIVED, False)
+    order = sorted(evidence, key=lambda position: (evidence[position].tier, position))
+    verdicts: list[_Verdict | None] = [None] * len(lines)
+    posted = [False] * len(lines)
+    for second_look in (False, True):
+        for position in order:
+            found = evidence[position]
+            if posted[position] or (second_look and found.tier >= _TIER_NOTHING):
+                continue  # nothing that another line's posting could change
+            verdict = book.judge(found)
+            verdicts[position] = verdict
+            if verdict.allocations and verdict.safe and verdict.confidence >= threshold:
+                book.post(verdict.allocations)
+                posted[position] = True
+    # Suggestions for review share what the automatic postings left, surest lines first.
+    left = list(book.remaining)
     for position in order:
-        verdict = book.decide(evidence[position], explain=True)
-        for index, amount in verdict.allocations:
-            book.take(index, amount)
-        proposals[position] = verdict.proposal(book, lines[position], threshold)
+        verdict = verdicts[position]
+        assert verdict is not None
+        if not posted[position]:
+            verdict.fit_into(left, book)
+        proposals[position] = verdict.proposal(book, evidence[position], auto=posted[position])
     return proposals  # type: ignore[return-value]
 
 
-# -- reading a line --------------------------------------------------------------------------
+# -- text ------------------------------------------------------------------------------------
+
+
+def _upper_ascii(text: str, *, transliterate: bool = False) -> str:
+    upper = text.upper()
+    if upper.isascii():
+        return upper
+    if transliterate:
+        upper = upper.translate(_GERMAN)
+    return unicodedata.normalize("NFKD", upper).encode("ascii", "ignore").decode()
 
 
 @lru_cache(maxsize=65_536)
-def _unpad(word: str) -> str:
-    """Letters and digit groups without leading zeros: 'INV2026000123' typed as '2026 123'."""
-    return "".join(
+def _unpadded_runs(word: str) -> tuple[str, ...]:
+    """A word's runs of letters and of digits, digits without leading zeros."""
+    return tuple(
         (run.lstrip("0") or "0") if run[0].isdigit() else run for run in _RUN.findall(word)
     )
 
 
-def _number_keys(number: str) -> tuple[str, str]:
-    words = _WORD.findall(number.upper())
-    return "".join(words), "".join(_unpad(word) for word in words)
+def _number_keys(number: str) -> tuple[str, str, str | None]:
+    """How an invoice number may be typed exactly: compact ('INV2026000123'), without leading
+    zeros ('INV-2026-123': its groups kept apart, since 'INV 20266' is not 'INV 2026 6') and
+    without its leading letters ('2026000123', only when at least six characters remain)."""
+    words = _WORD.findall(_upper_ascii(number))
+    compact = "".join(words)
+    runs: list[str] = []
+    for word in words:
+        if word.isdigit():
+            runs.append(word.lstrip("0") or "0")
+        elif word.isalpha():
+            runs.append(word)
+        else:
+            runs.extend(_unpadded_runs(word))
+    unpadded = "-".join(runs)
+    letters = len(runs[0]) if runs and runs[0].isalpha() else 0
+    bare = compact[letters:] if letters else None
+    if bare is not None and (len(bare) < 6 or not bare[0].isdigit()):
+        bare = None
+    return compact, unpadded, bare
+
+
+def _lead(word: str) -> str:
+    """What a word that starts an invoice number begins with: its letters, else 3 digits."""
+    letters = _LETTERS.match(word)
+    return letters.group() if letters and letters.end() else word[:3]
+
+
+def _rf_valid(text: str) -> bool:
+    """ISO 11649: the reference, its first four characters moved to the end and its letters
+    turned into numbers (A=10...), leaves 1 divided by 97."""
+    if not (5 <= len(text) <= _RF_MAX and _RF_HEAD.match(text) and text.isalnum()):
+        return False
+    return int((text[4:] + text[:4]).translate(_RF_DIGITS)) % 97 == 1
+
+
+def _compact_reference(value: str) -> str:
+    return "".join(_WORD.findall(_upper_ascii(value)))
+
+
+def _compact_account(account: str | None) -> str | None:
+    if not account:
+        return None
+    return "".join(account.split()).upper() or None
 
 
 def _deletions(text: str) -> set[str]:
@@ -148,41 +270,301 @@ def _deletions(text: str) -> set[str]:
     return found
 
 
-def _name_key(name: str) -> str:
+def _name_key(name: str, *, transliterate: bool = False) -> str:
     """A company name as compared: ASCII capitals, no punctuation, no legal form."""
-    folded = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().upper()
-    words = re.findall(r"[A-Z0-9]+", folded.replace(".", ""))
+    folded = _upper_ascii(name, transliterate=transliterate).replace(".", "")
+    words = _WORD.findall(folded)
     kept = [word for word in words if word not in _LEGAL_FORMS]
     return " ".join(kept or words)
 
 
-def _compact_account(account: str | None) -> str | None:
-    if not account:
-        return None
-    return "".join(account.split()).upper() or None
+def _name_keys(name: str) -> set[str]:
+    """A name as written and with German umlauts spelt out (Müller and MUELLER alike)."""
+    return {_name_key(name), _name_key(name, transliterate=True)} - {""}
 
 
-@dataclass
+# -- evidence --------------------------------------------------------------------------------
+
+_TIER_RF, _TIER_NUMBER, _TIER_TYPO, _TIER_PAYER, _TIER_NOTHING, _TIER_OUTGOING = range(6)
+
+
+@dataclass(frozen=True)
 class _Mention:
     """One invoice number or RF reference the payer wrote, and the invoices it may mean."""
 
     shown: str
     kind: str  # "rf" or "number"
     source: str
-    exact: tuple[int, ...]
-    forms: tuple[str, ...]  # what to search the typo neighbourhood with
-    near: dict[int, int] | None = None  # invoice -> edits, for mentions with no exact match
+    exact: tuple[int, ...]  # invoices it names exactly
+    near: tuple[tuple[int, int], ...]  # (invoice, typos) when it names none exactly
+    forms: tuple[str, ...]  # the compact readings, to look for look-alikes with
+    closed: tuple[int, ...] = ()  # closed invoices it names exactly, when no open one
 
 
 @dataclass
 class _Evidence:
     line: IncomingLine
+    currency: str
+    amount: int
     mentions: list[_Mention]
-    account_customers: frozenset[str]
-    account: str | None
-    names: dict[str, int]  # customer -> how close the payer name is to the customer's
-    notes: list[str]  # things the text says that no open invoice explains
+    notes: list[str]  # what the text says that no open invoice explains
     doubtful: bool  # the text names something we cannot square with an open invoice
+    account: str | None
+    account_customers: frozenset[str]
+    names: dict[str, int]  # customer -> how close the payer name is (only without an account)
+    tier: int
+
+
+class _Names:
+    """Customers by name, for payers who give a name but no known account."""
+
+    def __init__(self, names_of: dict[str, list[str]]) -> None:
+        self.names_of = names_of
+        self.keys_of: dict[str, list[str]] = {}
+        by_word: dict[str, set[str]] = {}
+        for customer, names in names_of.items():
+            keys = sorted({key for name in names for key in _name_keys(name)})
+            self.keys_of[customer] = keys
+            for word in {word for key in keys for word in key.split()}:
+                if len(word) > 2:
+                    by_word.setdefault(word, set()).add(customer)
+        self.by_word = {word: frozenset(customers) for word, customers in by_word.items()}
+        self.cache: dict[tuple[str, int], dict[str, int]] = {}
+
+    def sharing(self, payer_name: str | None, customer: str) -> list[str]:
+        """Other customers whose names contain the payer's name when it is a single word."""
+        words = _name_key(payer_name or "").split()
+        if len(words) != 1:
+            return []
+        return sorted(self.by_word.get(words[0], frozenset()) - {customer})
+
+    def scores(self, payer_name: str | None) -> dict[str, int]:
+        """Customer -> closeness (0-100) of the payer name to its name, for close ones."""
+        if not payer_name:
+            return {}
+        key = _name_key(payer_name)
+        cut = len(payer_name.strip())
+        cut = cut if cut in CUT_NAME_LENGTHS else 0
+        known = self.cache.get((key, cut))
+        if known is not None:
+            return known
+        words = sorted({word for word in key.split() if len(word) > 2})
+        sets = [self.by_word[word] for word in words if word in self.by_word]
+        if len(sets) >= 2:
+            # Names close enough to matter share at least two of their words.
+            candidates: set[str] = set()
+            for at, first in enumerate(sets):
+                for second in sets[at + 1 :]:
+                    candidates |= first & second
+        elif sets and len(words) == 1:
+            candidates = set(sets[0])
+        else:
+            candidates = set()
+        found: dict[str, int] = {}
+        for customer in sorted(candidates):
+            score = max(round(fuzz.ratio(key, known)) for known in self.keys_of[customer])
+            if score >= NAME_FAR - 10:
+                found[customer] = score
+        if cut:
+            # The bank kept only the first characters: compare with names cut the same way.
+            for customer in sorted(candidates):
+                for name in self.names_of[customer]:
+                    for cut_key in _name_keys(name[:cut]) if len(name) > cut else ():
+                        score = round(fuzz.ratio(key, cut_key))
+                        if score > found.get(customer, 0):
+                            found[customer] = score
+        self.cache[(key, cut)] = found
+        return found
+
+
+class _Scan:
+    """The RF references and invoice numbers in one piece of text, and what it names that is
+    no open invoice's."""
+
+    def __init__(self, book: _Book, text: str, source: str, payers: Sequence[str]) -> None:
+        self.book = book
+        self.source = source
+        self.payers = payers
+        self.mentions: list[_Mention] = []
+        self.notes: list[str] = []
+        self.doubtful = False
+        upper = _upper_ascii(text)
+        # Folding accents may change lengths; quote the folded text where it did.
+        self.text = text if len(text) == len(upper) else upper
+        self.spans = [(match.start(), match.end()) for match in _WORD.finditer(upper)]
+        self.words = _WORD.findall(upper)
+        self.taken = [False] * len(self.words)
+        self.leads = [_lead(word) for word in self.words]
+        if "RF" in upper:
+            self._references()
+        if not book.leads.isdisjoint(self.leads):
+            self._exact_numbers()
+            self._loose_numbers()
+
+    def shown(self, first: int, last: int) -> str:
+        return self.text[self.spans[first][0] : self.spans[last][1]]
+
+    def doubt(self, note: str) -> None:
+        self.notes.append(note)
+        self.doubtful = True
+
+    def take(self, first: int, last: int) -> None:
+        for position in range(first, last + 1):
+            self.taken[position] = True
+
+    def _references(self) -> None:
+        words, count = self.words, len(self.words)
+        for first in range(count):
+            if self.taken[first] or not _RF_HEAD.match(words[first]):
+                continue
+            readings: list[tuple[str, int]] = []
+            reading = ""
+            for last in range(first, min(count, first + 8)):
+                reading += words[last]
+                if len(reading) > _RF_MAX + 1:
+                    break
+                readings.append((reading, last))
+            self.take(first, self._reference(readings))
+
+    def _reference(self, readings: list[tuple[str, int]]) -> int:
+        """Read the RF reference at the start of `readings`; returns its last word."""
+        book, first = self.book, readings[0][1]
+        for reading, last in reversed(readings):
+            hits = book.by_reference.get(reading)
+            if hits:
+                mention = _Mention(self.shown(first, last), "rf", self.source, tuple(hits), (),
+                                   (reading,))  # fmt: skip
+                self.mentions.append(mention)
+                return last
+        for reading, last in reversed(readings):
+            hits = book.closed_by_reference.get(reading)
+            if hits:
+                mention = _Mention(self.shown(first, last), "rf", self.source, (), (),
+                                   (reading,), tuple(hits))  # fmt: skip
+                self.mentions.append(mention)
+                return last
+        for reading, last in reversed(readings):
+            if len(reading) >= 5 and _rf_valid(reading):
+                self.doubt(f"{self.source} {reading} is not the reference of any open invoice")
+                return last
+        near: dict[int, int] = {}
+        forms: list[str] = []
+        end = first
+        for reading, last in readings:
+            if len(reading) in book.reference_lengths:
+                found = book.near_references(reading)
+                if found:
+                    forms.append(reading)
+                    end = max(end, last)
+                    near.update(found)
+        if near:
+            mention = _Mention(self.shown(first, end), "rf", self.source, (),
+                               tuple(sorted(near.items())), tuple(forms))  # fmt: skip
+            self.mentions.append(mention)
+            return end
+        self.doubt(
+            f"{self.source} {self.shown(first, first)!r} starts a reference that fails its "
+            "check digits and is no open invoice's"
+        )
+        return first  # what follows may still be an invoice number
+
+    def _exact_numbers(self) -> None:
+        """Invoice numbers typed exactly, however spaced; the longest reading wins."""
+        book, words, count = self.book, self.words, len(self.words)
+        found: list[tuple[int, int, list[int], str]] = []
+        closed: list[tuple[int, int, list[int], str]] = []
+        for first in range(count):
+            if self.taken[first] or self.leads[first] not in book.leads:
+                continue
+            reading = ""
+            runs: list[str] = []
+            for last in range(first, min(count, first + MAX_NUMBER_WORDS)):
+                if self.taken[last]:
+                    break
+                reading += words[last]
+                runs.extend(_unpadded_runs(words[last]))
+                if sum(len(run) for run in runs) > book.longest_number:
+                    break
+                unpadded = "-".join(runs)
+                hits = book.by_number.get(reading, []) + book.by_number.get(unpadded, [])
+                if hits:
+                    found.append((first, last, hits, reading))
+                elif reading in book.closed_by_number or unpadded in book.closed_by_number:
+                    hits = book.closed_by_number.get(reading, []) + book.closed_by_number.get(
+                        unpadded, []
+                    )
+                    closed.append((first, last, hits, reading))
+        # Open invoices first, then closed ones; the longest reading wins.
+        for hits_found, is_open in ((found, True), (closed, False)):
+            hits_found.sort(key=lambda hit: (hit[0] - hit[1], hit[0]))
+            for first, last, hits, reading in hits_found:
+                if any(self.taken[first : last + 1]):
+                    continue
+                self.take(first, last)
+                indices = tuple(sorted(set(hits)))
+                shown = self.shown(first, last)
+                if is_open:
+                    keys = [book.compact[index] for index in indices]
+                    forms = tuple(dict.fromkeys([reading, *keys]))
+                    self.mentions.append(_Mention(shown, "number", self.source, indices, (), forms))
+                else:
+                    forms = (reading,)
+                    self.mentions.append(
+                        _Mention(shown, "number", self.source, (), (), forms, indices)
+                    )
+
+    def _loose_numbers(self) -> None:
+        """What reads like one of our numbers but is none exactly: a typo, or a number that is
+        not open (settled, or someone else's). Only numbers that start with our letters are
+        searched for typos; bare digits ('2025-000123') only count as a number not open."""
+        book, words, count = self.book, self.words, len(self.words)
+        loose: list[tuple[int, int, str | None]] = []
+        for first in range(count):
+            lead = self.leads[first]
+            if self.taken[first] or lead not in book.leads:
+                continue
+            lettered = lead in book.letter_leads
+            reading = ""
+            for last in range(first, min(count, first + MAX_NUMBER_WORDS)):
+                if self.taken[last]:
+                    break
+                reading += words[last]
+                if len(reading) > book.longest_compact + MAX_TYPOS:
+                    break
+                # A reading cut short of the digits that follow it is not a whole number.
+                if (
+                    last + 1 < count
+                    and words[last + 1][0].isdigit()
+                    and len(reading) < book.shortest_compact - MAX_TYPOS
+                ):
+                    continue
+                digits = sum(ch.isdigit() for ch in reading)
+                if lettered and digits >= 5:
+                    searchable = len(reading) in book.typo_lengths
+                    loose.append((first, last, reading if searchable else None))
+                elif not lettered and len(reading) in book.bare_lengths:
+                    loose.append((first, last, None))
+        cluster: list[tuple[int, int, str | None]] = []
+        for window in [*loose, None]:
+            if cluster and (window is None or window[0] > max(item[1] for item in cluster)):
+                start, end = cluster[0][0], max(item[1] for item in cluster)
+                forms = tuple(dict.fromkeys(item[2] for item in cluster if item[2]))
+                near = book.near_numbers(forms, self.payers) if forms else ()
+                if near:
+                    self.mentions.append(
+                        _Mention(self.shown(start, end), "number", self.source, (), near, forms)
+                    )
+                else:
+                    self.doubt(
+                        f"{self.source} names {self.shown(start, end)!r}, which is no open "
+                        "invoice's number"
+                    )
+                cluster = []
+            if window is not None:
+                cluster.append(window)
+
+
+# -- judging ---------------------------------------------------------------------------------
 
 
 @dataclass
@@ -194,20 +576,40 @@ class _Verdict:
     method: str
     reasons: list[str]
 
-    def proposal(self, book: _Book, line: IncomingLine, threshold: int) -> Proposal:
+    def fit_into(self, left: list[int], book: _Book) -> None:
+        """Shrink suggested allocations to what is still open; say so where it bites."""
+        fitted: list[tuple[int, int]] = []
+        for index, amount in self.allocations:
+            part = min(amount, left[index])
+            if part < amount:
+                number = book.invoices[index].number
+                if part:
+                    self.reasons.append(
+                        f"only {book.money(part, book.currency[index])} of {number} is left "
+                        "after other lines of this statement"
+                    )
+                else:
+                    self.reasons.append(f"{number} is taken by other lines of this statement")
+            if part > 0:
+                fitted.append((index, part))
+                left[index] -= part
+        self.allocations = fitted
+
+    def proposal(self, book: _Book, found: _Evidence, *, auto: bool) -> Proposal:
         allocated = sum(amount for _, amount in self.allocations)
-        received = max(line.amount_minor, 0)
+        received = max(found.amount, 0)
+        ordered = sorted(self.allocations, key=lambda item: book.age(item[0]))
         return Proposal(
-            line_key=line.key,
+            line_key=found.line.key,
             customer_id=self.customer,
             allocations=tuple(
-                Allocation(book.invoices[index].id, amount) for index, amount in self.allocations
+                Allocation(book.invoices[index].id, amount) for index, amount in ordered
             ),
             unapplied_minor=received - allocated,
             confidence=max(0, min(100, self.confidence)),
             method=self.method,
-            reasons=tuple(self.reasons),
-            auto=bool(self.allocations) and self.safe and self.confidence >= threshold,
+            reasons=tuple(self.reasons) or ("nothing to apply",),
+            auto=auto,
         )
 
 
@@ -215,69 +617,40 @@ def _nothing(reasons: list[str], customer: str | None = None, confidence: int = 
     return _Verdict([], customer, confidence, False, "none", reasons)
 
 
-class _Names:
-    """Customers by name, for payers who give a name but no known account."""
-
-    def __init__(self, names: dict[str, str]) -> None:
-        self.keys = {customer: _name_key(name) for customer, name in names.items()}
-        self.by_key: dict[str, list[str]] = {}
-        self.by_word: dict[str, list[str]] = {}
-        for customer, key in self.keys.items():
-            self.by_key.setdefault(key, []).append(customer)
-            for word in set(key.split()):
-                if len(word) >= 3:
-                    self.by_word.setdefault(word, []).append(customer)
-        self.cache: dict[str, dict[str, int]] = {}
-
-    def scores(self, payer_name: str | None) -> dict[str, int]:
-        if not payer_name:
-            return {}
-        known = self.cache.get(payer_name)
-        if known is not None:
-            return known
-        key = _name_key(payer_name)
-        candidates = set(self.by_key.get(key, ()))
-        words = [word for word in set(key.split()) if len(word) >= 3]
-        # A word that half the customers share ("services") does not narrow anything down.
-        for word in words:
-            sharing = self.by_word.get(word, ())
-            if len(sharing) <= 500:
-                candidates.update(sharing)
-        found: dict[str, int] = {}
-        if candidates:
-            pool = {customer: self.keys[customer] for customer in candidates}
-            for _, score, customer in process.extract(
-                key, pool, scorer=fuzz.token_sort_ratio, score_cutoff=60, limit=5
-            ):
-                found[customer] = int(score)
-        self.cache[payer_name] = found
-        return found
-
-
 class _Book:
-    """The open invoices, indexed once, and what is still open on each as lines take it."""
+    """The open invoices, indexed once, and what is still open on each as lines post."""
 
-    def __init__(self, invoices: Sequence[OpenInvoice]) -> None:
-        self.invoices = list(invoices)
+    def __init__(self, invoices: Sequence[OpenInvoice], closed: Sequence[ClosedInvoice]) -> None:
+        # Indices follow invoice ids, so no result depends on the order invoices come in.
+        self.invoices = sorted(invoices, key=lambda invoice: invoice.id)
+        self.closed = sorted(closed, key=lambda invoice: invoice.id)
+        self.closed_by_number: dict[str, list[int]] = {}
+        self.closed_by_reference: dict[str, list[int]] = {}
         self.currency: list[str] = []
         self.remaining: list[int] = []
         self.compact: list[str] = []
-        self.unpadded: list[str] = []
         self.reference: list[str | None] = []
         self.by_number: dict[str, list[int]] = {}
         self.by_reference: dict[str, list[int]] = {}
-        self.near: dict[str, list[int]] = {}
-        self.customer_name: dict[str, str] = {}
+        self.by_reference_body: dict[str, list[int]] = {}
+        self.names_of: dict[str, list[str]] = {}
         self.open_of: dict[tuple[str, str], list[int]] = {}
-        self.by_amount: dict[tuple[str, str], dict[int, list[int]]] = {}
+        self.invoices_of: dict[str, list[int]] = {}
+        self.by_amount: dict[tuple[str, str], dict[int, dict[int, None]]] = {}
+        self.everyone_by_amount: dict[tuple[str, int], dict[int, None]] = {}
         self.account_customers: dict[str, set[str]] = {}
-        number_lengths: set[int] = set()
+        self.leads: set[str] = set()  # how exactly typed invoice numbers begin
+        self.letter_leads: set[str] = set()  # ...and those that begin with letters
+        compact_lengths: set[int] = set()
+        self.bare_lengths: set[int] = set()
         reference_lengths: set[int] = set()
-        seen: set[str] = set()
+        latest: dict[str, tuple[date, str, str]] = {}
+        accounts_seen: set[tuple[str, frozenset[str]]] = set()
+        previous_id = None
         for index, invoice in enumerate(self.invoices):
-            if invoice.id in seen:
+            if invoice.id == previous_id:
                 raise ValueError(f"invoices: invoice id {invoice.id!r} is given twice")
-            seen.add(invoice.id)
+            previous_id = invoice.id
             if invoice.amount_due_minor <= 0:
                 raise ValueError(
                     f"invoice {invoice.number}: amount_due_minor must be positive, "
@@ -286,16 +659,22 @@ class _Book:
             currency = invoice.currency.upper()
             self.currency.append(currency)
             self.remaining.append(invoice.amount_due_minor)
-            compact, unpadded = _number_keys(invoice.number)
+            compact, unpadded, bare = _number_keys(invoice.number)
             self.compact.append(compact)
-            self.unpadded.append(unpadded)
-            variants: set[str] = set()
-            for key in {compact, unpadded} - {""}:
-                self.by_number.setdefault(key, []).append(index)
-                number_lengths.add(len(key))
-                variants |= _deletions(key)
-            reference = iso11649.compact(invoice.reference) if invoice.reference else None
-            if reference and not iso11649.is_valid(reference):
+            for key in (compact, unpadded, bare):
+                if key:
+                    self.by_number.setdefault(key, []).append(index)
+            if compact:
+                lead = _lead(compact)
+                self.leads.add(lead)
+                if compact[0].isalpha():
+                    self.letter_leads.add(lead)
+                    compact_lengths.add(len(compact))
+            if bare:
+                self.leads.add(bare[:3])
+                self.bare_lengths.add(len(bare))
+            reference = _compact_reference(invoice.reference) if invoice.reference else None
+            if reference and not _rf_valid(reference):
                 raise ValueError(
                     f"invoice {invoice.number}: reference {invoice.reference!r} is not a valid "
                     "ISO 11649 creditor reference"
@@ -303,57 +682,147 @@ class _Book:
             self.reference.append(reference)
             if reference:
                 self.by_reference.setdefault(reference, []).append(index)
+                self.by_reference_body.setdefault(reference[4:], []).append(index)
                 reference_lengths.add(len(reference))
-                variants |= _deletions(reference[4:])
-            for variant in variants:
-                self.near.setdefault(variant, []).append(index)
             customer = invoice.customer_id
-            self.customer_name.setdefault(customer, invoice.customer_name)
+            names = self.names_of.setdefault(customer, [])
+            if invoice.customer_name and invoice.customer_name not in names:
+                names.append(invoice.customer_name)
+            stamp = (invoice.issue_date, invoice.id, invoice.customer_name)
+            if customer not in latest or stamp > latest[customer]:
+                latest[customer] = stamp
             self.open_of.setdefault((customer, currency), []).append(index)
+            self.invoices_of.setdefault(customer, []).append(index)
             bucket = self.by_amount.setdefault((customer, currency), {})
-            bucket.setdefault(invoice.amount_due_minor, []).append(index)
-            for account in invoice.payer_accounts:
-                self.account_customers.setdefault(account.upper(), set()).add(customer)
+            bucket.setdefault(invoice.amount_due_minor, {})[index] = None
+            self.everyone_by_amount.setdefault((currency, invoice.amount_due_minor), {})[index] = (
+                None
+            )
+            if (customer, invoice.payer_accounts) not in accounts_seen:
+                accounts_seen.add((customer, invoice.payer_accounts))
+                for account in invoice.payer_accounts:
+                    compact_account = _compact_account(account)
+                    if compact_account:
+                        self.account_customers.setdefault(compact_account, set()).add(customer)
+        self.closed_of: dict[str, list[ClosedInvoice]] = {}
+        for index, invoice in enumerate(self.closed):
+            self.closed_of.setdefault(invoice.customer_id, []).append(invoice)
+            compact, unpadded, bare = _number_keys(invoice.number)
+            for key in (compact, unpadded, bare):
+                if key:
+                    self.closed_by_number.setdefault(key, []).append(index)
+            if compact:
+                lead = _lead(compact)
+                self.leads.add(lead)
+                if compact[0].isalpha():
+                    self.letter_leads.add(lead)
+            if bare:
+                self.leads.add(bare[:3])
+            if invoice.reference:
+                reference = _compact_reference(invoice.reference)
+                self.closed_by_reference.setdefault(reference, []).append(index)
         for indices in self.open_of.values():
-            indices.sort(key=self._age)
-        self.window_lengths = {
-            length + step for length in number_lengths for step in (-1, 0, 1)
+            indices.sort(key=self.age)
+        self.display_name = {customer: stamp[2] for customer, stamp in latest.items()}
+        self.typo_lengths = {
+            length + step for length in compact_lengths for step in range(-MAX_TYPOS, MAX_TYPOS + 1)
         }
-        self.longest_window = max(number_lengths, default=0) + 1
+        self.longest_number = max((len(key) for key in self.by_number), default=0)
+        self.shortest_compact = min(compact_lengths, default=0)
+        self.longest_compact = max(compact_lengths, default=0)
         self.reference_lengths = {
             length + step for length in reference_lengths for step in (-1, 0, 1)
         }
-        self.names = _Names(self.customer_name)
+        self._near: dict[str, list[int]] | None = None
+        self._names: _Names | None = None
 
-    def _age(self, index: int) -> tuple[date, date, str]:
+    def age(self, index: int) -> tuple[date, date, str, str]:
         invoice = self.invoices[index]
-        return invoice.due_date, invoice.issue_date, invoice.number
+        return invoice.due_date, invoice.issue_date, invoice.number, invoice.id
 
-    def take(self, index: int, amount: int) -> None:
-        before = self.remaining[index]
-        if not 0 < amount <= before:
-            raise AssertionError(f"allocation of {amount} exceeds the {before} still open")
-        after = before - amount
-        self.remaining[index] = after
-        invoice = self.invoices[index]
-        bucket = self.by_amount[(invoice.customer_id, self.currency[index])]
-        bucket[before].remove(index)
-        if not bucket[before]:
-            del bucket[before]
-        if after:
-            bucket.setdefault(after, []).append(index)
+    def money(self, minor: int, currency: str) -> str:
+        try:
+            return format_minor(minor, currency)
+        except MoneyError:
+            return f"{minor} minor units of {currency}"
 
-    # -- evidence that does not change as balances are taken --
+    def post(self, allocations: Iterable[tuple[int, int]]) -> None:
+        for index, amount in allocations:
+            before = self.remaining[index]
+            if not 0 < amount <= before:
+                raise AssertionError(f"allocation of {amount} exceeds the {before} still open")
+            after = before - amount
+            self.remaining[index] = after
+            invoice = self.invoices[index]
+            currency = self.currency[index]
+            for buckets, old, new in (
+                (self.by_amount[(invoice.customer_id, currency)], before, after),
+                (self.everyone_by_amount, (currency, before), (currency, after)),
+            ):
+                bucket = buckets[old]  # type: ignore[index]
+                del bucket[index]
+                if not bucket:
+                    del buckets[old]  # type: ignore[arg-type]
+                if after:
+                    buckets.setdefault(new, {})[index] = None  # type: ignore[arg-type]
+
+    @property
+    def near(self) -> dict[str, list[int]]:
+        """Invoices by every reading of their number one character shorter (built when a typo
+        first needs it): two readings within two typos share such a reading."""
+        if self._near is None:
+            near: dict[str, list[int]] = {}
+            get = near.get
+            for index, compact in enumerate(self.compact):
+                reference = self.reference[index]
+                body = reference[4:] if reference else compact
+                for key in (compact, body) if body != compact else (compact,):
+                    # Typed numbers are only searched when they begin with our letters, so a
+                    # typo is never in those: no need to drop them.
+                    letters = len(_lead(key)) if key[:1].isalpha() and key is compact else 0
+                    variants = (key[:at] + key[at + 1 :] for at in range(letters, len(key)))
+                    for variant in (key, *variants):
+                        bucket = get(variant)
+                        if bucket is None:
+                            near[variant] = [index]
+                        elif bucket[-1] != index:
+                            bucket.append(index)
+            self._near = near
+        return self._near
+
+    @property
+    def names(self) -> _Names:
+        if self._names is None:
+            self._names = _Names(self.names_of)
+        return self._names
+
+    # -- reading a line: what does not change as balances are taken --
 
     def read(self, line: IncomingLine) -> _Evidence:
-        mentions: list[_Mention] = []
+        currency = line.currency.upper()
+        if line.amount_minor <= 0:
+            return _Evidence(
+                line, currency, line.amount_minor, [], [], False, None, frozenset(), {},
+                _TIER_OUTGOING,
+            )  # fmt: skip
         notes: list[str] = []
+        account = _compact_account(line.payer_account)
+        account_customers = frozenset(self.account_customers.get(account, ())) if account else None
+        if account_customers and len(account_customers) > MAX_PAYER_CUSTOMERS:
+            notes.append(f"payer account {account} is shared by many customers")
+            account_customers = frozenset()
+        account_customers = account_customers or frozenset()
+        names = {} if account_customers else self.names.scores(line.payer_name)
+        payers = sorted(account_customers) or sorted(
+            customer for customer, score in names.items() if score >= NAME_MATCH
+        )
+        mentions: list[_Mention] = []
         doubtful = False
         segments: list[tuple[str, str]] = []
         if line.creditor_reference:
-            compact = "".join(line.creditor_reference.split()).upper()
+            compact = _compact_reference(line.creditor_reference)
             if _RF_HEAD.match(compact):
-                segments.insert(0, ("structured reference", compact))
+                segments.append(("structured reference", compact))
             else:
                 segments.append(("reference field", line.creditor_reference))
         if line.remittance_text:
@@ -361,193 +830,58 @@ class _Book:
         for document in line.referred_documents:
             segments.append(("referred document", document))
         for source, text in segments:
-            found, unknown = self._scan(text, source)
-            mentions.extend(found)
-            for reference in unknown:
-                notes.append(f"{source} {reference} is not the reference of any open invoice")
-                doubtful = True
-        account = _compact_account(line.payer_account)
-        account_customers = frozenset(self.account_customers.get(account, ())) if account else None
-        if account_customers and len(account_customers) > MAX_PAYER_CUSTOMERS:
-            notes.append(f"payer account {account} is shared by many customers")
-            account_customers = frozenset()
+            scan = _Scan(self, text, source, payers[:MAX_PAYER_CUSTOMERS])
+            mentions.extend(scan.mentions)
+            notes.extend(scan.notes)
+            doubtful = doubtful or scan.doubtful
+        if any(mention.kind == "rf" and mention.exact for mention in mentions):
+            tier = _TIER_RF
+        elif any(mention.exact for mention in mentions):
+            tier = _TIER_NUMBER
+        elif mentions:
+            tier = _TIER_TYPO
+        elif payers:
+            tier = _TIER_PAYER
+        else:
+            tier = _TIER_NOTHING
         return _Evidence(
-            line=line,
-            mentions=mentions,
-            account_customers=account_customers or frozenset(),
-            account=account,
-            names=self.names.scores(line.payer_name),
-            notes=notes,
-            doubtful=doubtful,
-        )
+            line, currency, line.amount_minor, mentions, notes, doubtful, account,
+            account_customers, names, tier,
+        )  # fmt: skip
 
-    def _scan(self, text: str, source: str) -> tuple[list[_Mention], list[str]]:
-        upper = text.upper()
-        words = [(match.group(), match.start(), match.end()) for match in _WORD.finditer(upper)]
-        count = len(words)
-        taken = [False] * count
-        mentions: list[_Mention] = []
-        unknown: list[str] = []
-
-        def shown(first: int, last: int) -> str:
-            return text[words[first][1] : words[last][2]]
-
-        for first in range(count):
-            if taken[first] or not _RF_HEAD.match(words[first][0]):
-                continue
-            prefixes: list[tuple[str, int]] = []
-            reading = ""
-            for last in range(first, min(count, first + 8)):
-                reading += words[last][0]
-                if len(reading) > _RF_MAX + 1:
-                    break
-                prefixes.append((reading, last))
-            mention, last, valid = self._rf_mention(prefixes, source, shown)
-            if mention is not None:
-                mentions.append(mention)
-            elif valid is not None:
-                unknown.append(valid)
-            for position in range(first, last + 1):
-                taken[position] = True
-
-        # Invoice numbers: runs of up to six words, since payers split "INV 2026 000123" freely.
-        exact: list[tuple[int, int, set[int]]] = []
-        loose: list[tuple[int, int, str, str]] = []
-        for first in range(count):
-            if taken[first]:
-                continue
-            reading = unpadded = ""
-            digits = False
-            for last in range(first, min(count, first + 6)):
-                if taken[last]:
-                    break
-                word = words[last][0]
-                reading += word
-                unpadded += _unpad(word)
-                digits = digits or not word.isalpha()
-                if len(unpadded) > self.longest_window:
-                    break
-                if not digits:
-                    continue
-                hits = set(self.by_number.get(reading, ())) | set(
-                    self.by_number.get(unpadded, ())
-                )
-                if hits:
-                    exact.append((first, last, hits))
-                elif (
-                    len(reading) in self.window_lengths or len(unpadded) in self.window_lengths
-                ):
-                    loose.append((first, last, reading, unpadded))
-        # The longest exact reading wins; shorter readings inside it are the same mention.
-        exact.sort(key=lambda found: (found[0] - found[1], found[0]))
-        for first, last, hits in exact:
-            if any(taken[first : last + 1]):
-                continue
-            for position in range(first, last + 1):
-                taken[position] = True
-            forms = tuple({words_form for words_form in self._forms(words, first, last)})
-            mentions.append(
-                _Mention(shown(first, last), "number", source, tuple(sorted(hits)), forms)
-            )
-        # Overlapping inexact readings are alternatives for one mention, searched together.
-        loose = [found for found in loose if not any(taken[found[0] : found[1] + 1])]
-        loose.sort()
-        cluster: list[tuple[int, int, str, str]] = []
-        for found in [*loose, None]:
-            if cluster and (found is None or found[0] > max(item[1] for item in cluster)):
-                near = self._near_numbers(
-                    {form for item in cluster for form in item[2:] if form}, keep=None
-                )
-                if near:
-                    start = cluster[0][0]
-                    end = max(item[1] for item in cluster)
-                    best = min(near.values())
-                    mentions.append(
-                        _Mention(
-                            shown(start, end),
-                            "number",
-                            source,
-                            (),
-                            tuple({form for item in cluster for form in item[2:]}),
-                            near={index: edits for index, edits in near.items() if edits == best}
-                            | near,
-                        )
-                    )
-                cluster = []
-            if found is not None:
-                cluster.append(found)
-        return mentions, unknown
-
-    def _forms(self, words: list[tuple[str, int, int]], first: int, last: int) -> set[str]:
-        reading = "".join(words[position][0] for position in range(first, last + 1))
-        return {reading, "".join(_unpad(words[p][0]) for p in range(first, last + 1))}
-
-    def _rf_mention(
-        self, prefixes: list[tuple[str, int]], source: str, shown
-    ) -> tuple[_Mention | None, int, str | None]:
-        """The RF reference at the start of `prefixes`: exact, one edit from a known one (its
-        check digits failing), or valid but unknown. Returns the mention, its last word, and
-        the valid-but-unknown reference."""
-        first = prefixes[0][1]
-        for reading, last in reversed(prefixes):
-            hits = self.by_reference.get(reading)
-            if hits:
-                return (
-                    _Mention(shown(first, last), "rf", source, tuple(hits), (reading,)),
-                    last,
-                    None,
-                )
-        near: dict[int, int] = {}
-        forms: list[str] = []
-        end = first
-        for reading, last in prefixes:
-            if len(reading) not in self.reference_lengths or iso11649.is_valid(reading):
-                continue
-            found = self._near_references(reading)
-            if found:
-                forms.append(reading)
-                end = max(end, last)
-                for index, edits in found.items():
-                    near[index] = min(edits, near.get(index, edits))
-        if near:
-            return _Mention(shown(first, end), "rf", source, (), tuple(forms), near), end, None
-        for reading, last in reversed(prefixes):
-            if len(reading) >= 5 and iso11649.is_valid(reading):
-                return None, last, reading
-        return None, first, None
-
-    def _near_references(self, reading: str) -> dict[int, int]:
-        found: dict[int, int] = {}
+    def near_references(self, reading: str) -> dict[int, int]:
+        """Invoices whose RF reference is one typo from the reading."""
+        candidates = set(self.by_reference_body.get(reading[4:], ()))
         for variant in _deletions(reading[4:]):
-            for index in self.near.get(variant, ()):
-                reference = self.reference[index]
-                if reference is None or index in found:
-                    continue
-                edits = OSA.distance(reading, reference, score_cutoff=1)
-                if edits <= 1:
-                    found[index] = edits
+            candidates.update(self.near.get(variant, ()))
+        found: dict[int, int] = {}
+        for index in candidates:
+            reference = self.reference[index]
+            if reference and OSA.distance(reading, reference, score_cutoff=1) <= 1:
+                found[index] = 1
         return found
 
-    def _near_numbers(self, forms: Iterable[str], keep) -> dict[int, int]:
-        """Invoices whose number is one or two edits from one of `forms` (keep: a filter applied
-        before the edit distance is computed)."""
-        forms = [form for form in forms if len(form) in self.window_lengths]
-        found: dict[int, int] = {}
-        checked: set[int] = set()
+    def near_numbers(
+        self, forms: Sequence[str], payers: Sequence[str]
+    ) -> tuple[tuple[int, int], ...]:
+        """Invoices whose number is at most two typos from one of the forms: any one a single
+        deletion each way apart, and any open invoice of the payer (a clerk looks there too)."""
+        forms = [form for form in forms if len(form) in self.typo_lengths]
+        if not forms:
+            return ()
+        candidates: set[int] = set()
         for form in forms:
             for variant in _deletions(form):
-                for index in self.near.get(variant, ()):
-                    if index in checked or (keep is not None and not keep(index)):
-                        continue
-                    checked.add(index)
-                    edits = min(
-                        OSA.distance(each, key, score_cutoff=2)
-                        for each in forms
-                        for key in (self.compact[index], self.unpadded[index])
-                    )
-                    if edits <= 2:
-                        found[index] = edits
-        return found
+                candidates.update(self.near.get(variant, ()))
+        for customer in payers:
+            candidates.update(self.invoices_of.get(customer, ()))
+        found: list[tuple[int, int]] = []
+        for index in sorted(candidates):
+            key = self.compact[index]
+            edits = min(OSA.distance(form, key, score_cutoff=MAX_TYPOS) for form in forms)
+            if edits <= MAX_TYPOS:
+                found.append((index, edits))
+        return tuple(found)
 
     # -- judging a line against what is still open --
 
@@ -561,11 +895,16 @@ class _Book:
             return _CONTRADICT
         return _NO_SUPPORT
 
-    def decide(self, found: _Evidence, *, explain: bool) -> _Verdict:
-        line = found.line
-        if line.amount_minor <= 0:
+    def _reduced(self, index: int) -> bool:
+        return self.remaining[index] != self.invoices[index].amount_due_minor
+
+    def customer_of(self, index: int) -> str:
+        return self.invoices[index].customer_id
+
+    def judge(self, found: _Evidence) -> _Verdict:
+        if found.amount <= 0:
             return _nothing(["not money received: nothing to apply"])
-        say = _Say(self, found, explain)
+        say = _Say(self, found)
         by_text = self._from_mentions(found, say)
         if by_text is not None and by_text.safe:
             return by_text
@@ -573,9 +912,11 @@ class _Book:
         if by_payer is None:
             if by_text is not None:
                 return by_text
-            if found.mentions or found.doubtful:
+            if found.mentions or say.doubtful:
                 return _nothing(say.notes or ["the remittance names no open invoice"])
-            return _nothing(say.notes + ["no invoice reference and the payer is not a known customer"])
+            return _nothing(
+                say.notes + ["no invoice reference, and the payer is not a known customer"]
+            )
         if by_text is None:
             if say.doubtful and by_payer.safe:
                 by_payer.safe = False
@@ -584,13 +925,23 @@ class _Book:
             return by_payer
         chosen_by_text = {index for index, _ in by_text.allocations}
         chosen_by_payer = {index for index, _ in by_payer.allocations}
-        if by_payer.safe and chosen_by_payer and chosen_by_payer <= self._named(found):
+        if (
+            by_payer.safe
+            and chosen_by_payer
+            and chosen_by_payer <= self._named(found)
+            and not say.doubtful
+        ):
+            # The text could mean several invoices; the amount and payer settle which.
             by_payer.reasons = by_text.reasons + by_payer.reasons
             return by_payer
-        better = by_text if by_text.confidence >= by_payer.confidence else by_payer
+        # A clerk decides; the text's reading says what the payer wrote and what is doubtful.
+        if chosen_by_text == chosen_by_payer or by_text.confidence >= by_payer.confidence:
+            better = by_text
+        else:
+            better = by_payer
         better.safe = False
         better.confidence = min(better.confidence, 70)
-        if chosen_by_payer and chosen_by_payer != chosen_by_text and explain:
+        if chosen_by_payer and chosen_by_payer != chosen_by_text:
             other = by_payer if better is by_text else by_text
             better.reasons = [
                 *better.reasons,
@@ -602,20 +953,34 @@ class _Book:
         named: set[int] = set()
         for mention in found.mentions:
             named.update(mention.exact)
-            named.update(mention.near or ())
+            named.update(index for index, _ in mention.near)
         return named
 
     def _from_mentions(self, found: _Evidence, say: _Say) -> _Verdict | None:
-        line = found.line
-        currency = line.currency.upper()
+        currency = found.currency
         resolved: list[tuple[_Mention, list[tuple[int, int]]]] = []
         for mention in found.mentions:
-            candidates = (
-                [(index, 0) for index in mention.exact]
-                if mention.exact
-                else sorted((mention.near or {}).items())
-            )
+            if mention.closed:
+                retyped = self._closed_mention(found, say, mention)
+                if retyped is not None:
+                    resolved.append((retyped, list(retyped.near)))
+                continue
+            candidates = [(index, 0) for index in mention.exact] or list(mention.near)
             in_currency = [(i, e) for i, e in candidates if self.currency[i] == currency]
+            still_open = [(i, e) for i, e in in_currency if self.remaining[i] > 0]
+            if mention.exact and not still_open:
+                retyped = self._retyped(found, mention)
+                if retyped is not None:
+                    what = (
+                        "is settled"
+                        if in_currency
+                        else f"is billed in {self.currency[candidates[0][0]]}"
+                    )
+                    say.notes.append(
+                        f"{mention.source} names {say.numbers(mention.exact)}, which {what}"
+                    )
+                    resolved.append((retyped, list(retyped.near)))
+                    continue
             if not in_currency:
                 if mention.exact:
                     say.doubt(
@@ -623,27 +988,28 @@ class _Book:
                         f"billed in {self.currency[candidates[0][0]]}; the payment is in "
                         f"{currency}"
                     )
-                continue
-            still_open = [(i, e) for i, e in in_currency if self.remaining[i] > 0]
-            if not still_open:
-                if mention.exact:
+                else:
                     say.doubt(
-                        f"{mention.source} names {say.numbers(i for i, _ in in_currency)}, "
-                        "already settled by an earlier line of this statement"
+                        f"{mention.source} names {mention.shown!r}, which is no open invoice's "
+                        f"number in {currency}"
                     )
+                continue
+            if not still_open:
+                say.doubt(
+                    f"{mention.source} names {mention.shown!r}: "
+                    f"{say.numbers(i for i, _ in in_currency)}, already settled by an earlier "
+                    "line of this statement"
+                )
                 continue
             resolved.append((mention, still_open))
         if not resolved:
             return None
         # A mention that only restates an invoice another mention names exactly adds nothing.
         certain = {options[0][0] for mention, options in resolved if mention.exact}
-        resolved = [
-            (mention, options)
-            for mention, options in resolved
-            if mention.exact or not certain.intersection(i for i, _ in options)
-        ]
         distinct: list[tuple[_Mention, list[tuple[int, int]]]] = []
         for mention, options in resolved:
+            if not mention.exact and certain.intersection(i for i, _ in options):
+                continue
             if mention.exact and any(
                 other.exact and other_options == options for other, other_options in distinct
             ):
@@ -653,62 +1019,175 @@ class _Book:
             return self._one_named(found, say, *distinct[0])
         return self._several_named(found, say, distinct)
 
+    def _closed_mention(self, found: _Evidence, say: _Say, mention: _Mention) -> _Mention | None:
+        """A quoted invoice that is no longer open: paid twice, if the payer may be its
+        customer and pays what it was for; else perhaps a typo of an open invoice."""
+        closed = [self.closed[index] for index in mention.closed]
+        numbers = ", ".join(invoice.number for invoice in closed)
+        again = [
+            invoice
+            for invoice in closed
+            if invoice.currency.upper() == found.currency
+            and invoice.total_minor == found.amount
+            and self.support(found, invoice.customer_id) != _CONTRADICT
+        ]
+        if not again:
+            retyped = self._retyped(found, mention)
+            if retyped is not None:
+                say.notes.append(f"{mention.source} names {numbers}, which is no longer open")
+                return retyped
+        say.doubt(
+            f"{mention.source} names {numbers}, which is no longer open"
+            + ("; the amount is what it was for: paid twice?" if again else "")
+        )
+        return None
+
+    def _retyped(self, found: _Evidence, mention: _Mention) -> _Mention | None:
+        """A number typed exactly that cannot be what the payer meant (another customer's
+        invoice, settled, or billed in another currency) may be a typo of the one open invoice
+        of the payer due for exactly the amount within two typos of it."""
+        if mention.kind != "number":
+            return None
+        alternatives = [
+            (index, typos)
+            for index, typos in self._look_alikes(
+                mention, found.currency, found.amount, mention.exact
+            )
+            if self.support(found, self.customer_of(index)) >= _NAME
+        ]
+        if len(alternatives) != 1:
+            return None
+        return _Mention(
+            mention.shown, mention.kind, mention.source, (), tuple(alternatives), mention.forms
+        )
+
     def _identity(self, mention: _Mention, edits: int) -> int:
         if edits == 0:
             return _REFERENCE if mention.kind == "rf" else _NUMBER
         return _TYPO1 if edits == 1 else _TYPO2
 
+    def _look_alikes(
+        self, mention: _Mention, currency: str, amount: int, exclude: Iterable[int]
+    ) -> list[tuple[int, int]]:
+        """Open invoices due for exactly `amount`, other than `exclude`, whose number is at most
+        two typos from what the payer typed: the invoice a mistyped number may have meant."""
+        skip = set(exclude)
+        pool = [i for i in self.everyone_by_amount.get((currency, amount), ()) if i not in skip]
+        if not pool:
+            return []
+        keys = [self.key_of(index, mention.kind) for index in pool]
+        found: dict[int, int] = {}
+        for form in mention.forms:
+            for _, edits, at in process.extract(
+                form, keys, scorer=OSA.distance, score_cutoff=MAX_TYPOS, limit=None
+            ):
+                index = pool[at]
+                found[index] = min(int(edits), found.get(index, MAX_TYPOS))
+        return sorted(found.items(), key=lambda item: (item[1], self.age(item[0])))
+
+    def key_of(self, index: int, kind: str) -> str:
+        return (self.reference[index] or "") if kind == "rf" else self.compact[index]
+
+    def _closed_look_alikes(
+        self, mention: _Mention, chosen: int, amount: int
+    ) -> list[tuple[str, int]]:
+        """Closed invoices of the chosen invoice's customer, for exactly `amount`, as close to
+        what the payer typed as the chosen one: the line may pay one of them twice."""
+        invoice = self.invoices[chosen]
+        found: list[tuple[str, int]] = []
+        for closed in self.closed_of.get(invoice.customer_id, ()):
+            if closed.total_minor != amount or closed.currency.upper() != self.currency[chosen]:
+                continue
+            key = (
+                _compact_reference(closed.reference or "")
+                if mention.kind == "rf"
+                else _number_keys(closed.number)[0]
+            )
+            edits = min(OSA.distance(form, key, score_cutoff=MAX_TYPOS) for form in mention.forms)
+            if edits <= MAX_TYPOS:
+                found.append((closed.number, edits))
+        return sorted(found)
+
     def _one_named(
         self, found: _Evidence, say: _Say, mention: _Mention, options: list[tuple[int, int]]
     ) -> _Verdict:
-        amount = found.line.amount_minor
-        currency = found.line.currency.upper()
+        amount, currency = found.amount, found.currency
 
         def fit(index: int) -> tuple[bool, int]:
-            return self.remaining[index] == amount, self.support(
-                found, self.invoices[index].customer_id
-            )
+            return self.remaining[index] == amount, self.support(found, self.customer_of(index))
 
         ambiguous: list[str] = []
+        lead: list[str] = []
         if mention.exact:
-            options.sort(key=lambda option: (fit(option[0]), option[0]), reverse=True)
-            chosen, edits = options[0]
+            ranked = sorted(
+                (index for index, _ in options),
+                key=lambda index: (tuple(-value for value in fit(index)), self.age(index)),
+            )
+            chosen, edits = ranked[0], 0
             best = fit(chosen)
-            for index, _ in options[1:]:
-                if fit(index) >= best:
+            for index in ranked[1:]:
+                if fit(index) == best:
                     ambiguous.append(say.numbers([index]) + " carries the same number")
-            if mention.kind == "number":
-                # The number typed may be a typo that happens to be another open invoice's:
-                # an invoice one or two edits away that the amount fits at least as well competes.
-                exact = set(mention.exact)
-                rivals = self._near_numbers(
-                    mention.forms,
-                    keep=lambda index: (
-                        index not in exact
-                        and self.currency[index] == currency
-                        and self.remaining[index] == amount
-                    ),
+            fits_exactly, support = best
+            retyped = self._retyped(found, mention) if support == _CONTRADICT else None
+            if retyped is not None:
+                # The number is a typo that happens to be another customer's invoice.
+                lead.append(
+                    f"{mention.source} names {say.numbers([ranked[0]])}, which is "
+                    f"{self.display_name[self.customer_of(ranked[0])]}'s"
                 )
-                for index, rival_edits in sorted(rivals.items()):
-                    rival = fit(index)
-                    if rival[1] != _CONTRADICT and rival[1] >= best[1]:
+                mention = retyped
+                chosen, edits = retyped.near[0]
+            elif mention.kind == "number" and not fits_exactly:
+                # A part or over-payment of the named invoice, or the exact amount of an
+                # invoice whose number is a typo away?
+                for index, typos in self._look_alikes(mention, currency, amount, mention.exact):
+                    if self.support(found, self.customer_of(index)) != _CONTRADICT:
                         ambiguous.append(
-                            f"{say.numbers([index])}, {say.edits(rival_edits)} away, is also open "
-                            f"for exactly {say.money(amount)}"
+                            f"{say.numbers([index])}, {say.typos(typos)} away, is open for "
+                            f"exactly {say.money(amount)}"
+                        )
+            elif mention.kind == "number" and support == _NO_SUPPORT and found.names:
+                for index, typos in self._look_alikes(mention, currency, amount, mention.exact):
+                    if self.support(found, self.customer_of(index)) >= _NAME:
+                        ambiguous.append(
+                            f"{say.numbers([index])}, {say.typos(typos)} away, is the payer's "
+                            f"and also open for exactly {say.money(amount)}"
                         )
         else:
-            scored = sorted(
-                options, key=lambda option: (fit(option[0]), -option[1], option[0]), reverse=True
+            fitting = [
+                (index, typos)
+                for index, typos in options
+                if self.remaining[index] == amount
+                and self.support(found, self.customer_of(index)) != _CONTRADICT
+            ]
+            pool = fitting or options
+            ranked = sorted(
+                pool,
+                key=lambda option: (
+                    -self.support(found, self.customer_of(option[0])),
+                    option[1],
+                    self.age(option[0]),
+                ),
             )
-            chosen, edits = scored[0]
-            best = fit(chosen)
-            for index, rival_edits in scored[1:]:
-                if fit(index) == best:
+            chosen, edits = ranked[0]
+            if fitting:
+                best = self.support(found, self.customer_of(chosen))
+                searched = {index for index, _ in options}
+                rivals = ranked[1:] + self._look_alikes(mention, currency, amount, searched)
+                for index, typos in rivals:
+                    if self.support(found, self.customer_of(index)) == best:
+                        ambiguous.append(
+                            f"{say.numbers([index])} ({say.typos(typos)} away) fits as well"
+                        )
+                for number, typos in self._closed_look_alikes(mention, chosen, amount):
                     ambiguous.append(
-                        f"{say.numbers([index])} ({say.edits(rival_edits)} away) fits as well"
+                        f"{number}, {say.typos(typos)} away, was already paid for exactly "
+                        f"{say.money(amount)}: paid twice?"
                     )
+                    say.doubtful = True  # the amount and payer cannot tell these apart either
         identity = self._identity(mention, edits)
-        return self._settle_one(found, say, chosen, identity, mention, ambiguous)
+        return self._settle_one(found, say, chosen, identity, mention, ambiguous, lead)
 
     def _settle_one(
         self,
@@ -718,12 +1197,13 @@ class _Book:
         identity: int,
         mention: _Mention,
         ambiguous: list[str],
+        lead: list[str],
     ) -> _Verdict:
-        amount = found.line.amount_minor
-        invoice = self.invoices[chosen]
+        amount = found.amount
+        customer = self.customer_of(chosen)
         remaining = self.remaining[chosen]
-        support = self.support(found, invoice.customer_id)
-        reasons = say.notes + [say.named(mention, chosen, identity)]
+        support = self.support(found, customer)
+        reasons = say.notes + lead + [say.named(mention, chosen, identity)]
         if amount == remaining:
             fit = "exact"
             allocations = [(chosen, amount)]
@@ -739,28 +1219,49 @@ class _Book:
                 f"over-payment: {say.money(amount - remaining)} more than the "
                 f"{say.due(chosen)}, left unapplied as customer credit"
             )
-        reasons.append(say.payer(invoice.customer_id, support))
+        reasons.append(say.payer(customer, support))
         confidence, safe = _grade(identity, fit, support)
         method = "reference" if mention.kind == "rf" else "invoice_number"
         if fit == "over":
-            # The excess may settle another invoice of the same customer the payer did not name.
-            extra = self.by_amount.get((invoice.customer_id, self.currency[chosen]), {}).get(
-                amount - remaining, []
-            )
-            extra = [index for index in extra if index != chosen]
-            if len(extra) == 1:
-                allocations.append((extra[0], amount - remaining))
+            extra = self._excess_paid(customer, found.currency, amount - remaining, {chosen})
+            if extra:
+                excess = amount - remaining
+                if len(extra) == 1:
+                    allocations.append((extra[0], excess))
+                else:
+                    allocations.extend((index, self.remaining[index]) for index in extra)
                 reasons.append(
-                    f"the excess equals the {say.due(extra[0])}, which the remittance does not "
-                    "name"
+                    f"the excess of {say.money(excess)} is exactly what "
+                    f"{say.numbers(extra)} owe{'s' if len(extra) == 1 else ''}, which the "
+                    "remittance does not name"
                 )
                 confidence, safe, method = min(confidence, 80), False, "combination"
         if ambiguous:
             reasons.extend(ambiguous)
             confidence, safe = min(confidence, 60), False
-        if say.doubtful:
+        if say.doubtful and fit != "exact":
             confidence, safe = min(confidence, 70), False
-        return _Verdict(allocations, invoice.customer_id, confidence, safe, method, reasons)
+        return _Verdict(allocations, customer, confidence, safe, method, reasons)
+
+    def _excess_paid(self, customer: str, currency: str, excess: int, named: set[int]) -> list[int]:
+        """Open invoices of the customer, not named, that an over-payment's excess pays exactly:
+        one invoice, or failing that one set of them."""
+        single = [
+            index
+            for index in self.by_amount.get((customer, currency), {}).get(excess, {})
+            if index not in named
+        ]
+        if single:
+            return [min(single, key=self.age)]
+        others = [
+            index
+            for index in self.open_of.get((customer, currency), ())
+            if index not in named and 0 < self.remaining[index] < excess
+        ][:MAX_SUBSET_CANDIDATES]
+        sets = _subset_sums([self.remaining[index] for index in others], excess, limit=1)
+        if sets:
+            return [others[bit] for bit in range(len(others)) if sets[0] >> bit & 1]
+        return []
 
     def _several_named(
         self,
@@ -769,7 +1270,7 @@ class _Book:
         named: list[tuple[_Mention, list[tuple[int, int]]]],
     ) -> _Verdict:
         """A combined payment: the line pays several named invoices."""
-        amount = found.line.amount_minor
+        amount = found.amount
         reasons = list(say.notes)
         doubts: list[str] = []
         fixed: dict[int, tuple[_Mention, int]] = {}
@@ -800,23 +1301,23 @@ class _Book:
             doubts.append("too many readings of the typo'd numbers to check against the amount")
         if len(solutions) == 1:
             reading = next(iter(solutions.values()))
-            fit = "exact"
+        elif len(solutions) > 1:
+            doubts.append("more than one reading of the named invoices adds up to the amount")
+            reading = next(iter(solutions.values()))
         else:
-            if len(solutions) > 1:
-                doubts.append("more than one reading of the named invoices adds up to the amount")
-                reading = next(iter(solutions.values()))
-            else:
-                reading = dict(fixed)
-                for mention, options in loose:
-                    closest = min(edits for _, edits in options)
-                    nearest = [index for index, edits in options if edits == closest]
-                    if len(nearest) == 1 and nearest[0] not in reading:
-                        reading[nearest[0]] = (mention, closest)
-                    else:
-                        doubts.append(f"{mention.source} '{mention.shown}' is unclear")
-            total = sum(self.remaining[i] for i in reading)
-            fit = "exact" if total == amount else "partial" if amount < total else "over"
-        chosen = sorted(reading, key=self._age)
+            reading = dict(fixed)
+            for mention, options in loose:
+                closest = min(edits for _, edits in options)
+                nearest = [index for index, edits in options if edits == closest]
+                if len(nearest) == 1 and nearest[0] not in reading:
+                    reading[nearest[0]] = (mention, closest)
+                else:
+                    doubts.append(f"{mention.source} '{mention.shown}' is unclear")
+        if not reading:
+            return _nothing(reasons + doubts)
+        chosen = sorted(reading, key=self.age)
+        total = sum(self.remaining[i] for i in chosen)
+        fit = "exact" if total == amount else "partial" if amount < total else "over"
         allocations: list[tuple[int, int]] = []
         left = amount
         for index in chosen:
@@ -824,14 +1325,13 @@ class _Book:
             if part > 0:
                 allocations.append((index, part))
                 left -= part
-        customers = {self.invoices[index].customer_id for index in chosen}
+        customers = sorted({self.customer_of(index) for index in chosen})
         identity = max(self._identity(mention, edits) for mention, edits in reading.values())
-        supports = {self.support(found, customer) for customer in customers}
-        support = min(supports)
+        support = min(self.support(found, customer) for customer in customers)
         for index in chosen:
             mention, edits = reading[index]
             reasons.append(say.named(mention, index, self._identity(mention, edits)))
-        total = sum(self.remaining[i] for i in chosen)
+        method = "invoice_number"
         if fit == "exact":
             reasons.append(f"the amount equals their {say.money(total)} due together")
         elif fit == "partial":
@@ -848,8 +1348,16 @@ class _Book:
             doubts.append("the named invoices belong to different customers")
             customer = None
         else:
-            customer = next(iter(customers))
+            customer = customers[0]
             reasons.append(say.payer(customer, support))
+            if fit == "over":
+                extra = self._excess_paid(customer, found.currency, amount - total, set(reading))
+                if extra:
+                    doubts.append(
+                        f"the excess is exactly what {say.numbers(extra)} "
+                        f"owe{'s' if len(extra) == 1 else ''}, which the remittance does not name"
+                    )
+                    method = "combination"
         supported = support >= _NAME
         if support == _CONTRADICT:
             confidence, safe = 55, False
@@ -861,11 +1369,12 @@ class _Book:
             confidence, safe = 91, True
         else:
             confidence, safe = 70, False
-        if doubts or say.doubtful:
+        if doubts or (say.doubtful and fit != "exact"):
             reasons.extend(doubts)
             confidence, safe = min(confidence, 60), False
         kinds = {mention.kind for mention, _ in reading.values()}
-        method = "reference" if kinds == {"rf"} else "invoice_number"
+        if method != "combination" and kinds == {"rf"}:
+            method = "reference"
         return _Verdict(allocations, customer, confidence, safe, method, reasons)
 
     def _payer_customers(self, found: _Evidence) -> tuple[list[str], str]:
@@ -873,8 +1382,11 @@ class _Book:
             return sorted(found.account_customers), "account"
         close = sorted(
             (customer for customer, score in found.names.items() if score >= NAME_MATCH),
-            key=lambda customer: -found.names[customer],
+            key=lambda customer: (-found.names[customer], customer),
         )
+        if len(close) == 1:
+            # A lone surname ("Becker") names no company, however exactly one is called so.
+            close += self.names.sharing(found.line.payer_name, close[0])
         return close[:MAX_PAYER_CUSTOMERS], "name"
 
     def _from_payer(self, found: _Evidence, say: _Say) -> _Verdict | None:
@@ -882,26 +1394,32 @@ class _Book:
         customers, how = self._payer_customers(found)
         if not customers:
             return None
-        amount = found.line.amount_minor
-        currency = found.line.currency.upper()
+        amount, currency = found.amount, found.currency
         certain_payer = len(customers) == 1
+        support = _ACCOUNT if how == "account" else _NAME
         matches = sorted(
             (
                 index
                 for customer in customers
                 for index in self.by_amount.get((customer, currency), {}).get(amount, ())
             ),
-            key=self._age,
+            key=self.age,
         )
         if matches:
             chosen = matches[0]
-            customer = self.invoices[chosen].customer_id
+            customer = self.customer_of(chosen)
             reasons = [
-                say.payer(customer, _ACCOUNT if how == "account" else _NAME),
-                f"no invoice reference; the amount equals the {say.due(chosen)} of "
-                f"{say.numbers([chosen])}",
+                say.payer(customer, support),
+                f"no invoice reference; the amount equals the {say.due(chosen)}",
             ]
-            if len(matches) == 1 and certain_payer:
+            if len(matches) == 1 and certain_payer and self._reduced(chosen):
+                # What is left after a part payment, or a part payment of another invoice?
+                confidence, safe = 75, False
+                reasons.append(
+                    "without a reference, a payment of what is left of an invoice is not "
+                    "told apart from a part payment of another"
+                )
+            elif len(matches) == 1 and certain_payer:
                 confidence, safe = (94, True) if how == "account" else (91, True)
             elif len(matches) == 1:
                 confidence, safe = 80, False
@@ -929,13 +1447,13 @@ class _Book:
                 continue
             chosen = [searched[bit] for bit in range(len(searched)) if found_sets[0] >> bit & 1]
             reasons = [
-                say.payer(customer, _ACCOUNT if how == "account" else _NAME),
+                say.payer(customer, support),
                 f"no invoice reference; {say.numbers(chosen)} add up to exactly "
                 f"{say.money(amount)}",
             ]
             if len(found_sets) > 1:
                 confidence, safe = 55, False
-                reasons.append(f"other combinations of open invoices also add up to the amount")
+                reasons.append("other combinations of open invoices also add up to the amount")
             elif len(open_invoices) > MAX_SUBSET_CANDIDATES:
                 confidence, safe = 75, False
                 reasons.append(
@@ -945,6 +1463,9 @@ class _Book:
             elif not certain_payer:
                 confidence, safe = 70, False
                 reasons.append(f"the payer could be any of {len(customers)} customers")
+            elif any(self._reduced(index) for index in chosen):
+                confidence, safe = 70, False
+                reasons.append("some of them are only partly open after earlier lines")
             else:
                 confidence, safe = (92, True) if how == "account" else (88, False)
             return _Verdict(
@@ -957,7 +1478,7 @@ class _Book:
             )
         customer = customers[0] if certain_payer else None
         reasons = [
-            say.payer(customers[0], _ACCOUNT if how == "account" else _NAME)
+            say.payer(customers[0], support)
             if certain_payer
             else f"the payer could be any of {len(customers)} customers",
             f"no invoice reference, and no open invoice or combination of invoices is due for "
@@ -977,10 +1498,12 @@ def _grade(identity: int, fit: str, support: int) -> tuple[int, bool]:
     if identity == _NUMBER:
         if fit == "exact":
             return (97 if supported else 93), True
-        if supported:
-            return (93 if fit == "partial" else 91), True
-        return (75 if fit == "partial" else 72), False
+        if fit == "partial":
+            return (93 if supported else 91), True
+        return (91, True) if supported else (75, False)
     if fit == "exact":
+        # A typo'd number may as well be a settled invoice's, paid twice: only the payer's
+        # known account, or its name for a single typo, makes it this one.
         if identity == _TYPO1 and support == _ACCOUNT:
             return 94, True
         if identity == _TYPO1 and support == _NAME:
@@ -1017,40 +1540,29 @@ def _sums(amounts: list[int], cap: int) -> list[tuple[int, int]]:
 
 
 class _Say:
-    """Reasons in the clerk's words; silent while lines are only being ranked."""
+    """Reasons in the clerk's words, and the doubts found while judging one line."""
 
-    def __init__(self, book: _Book, found: _Evidence, explain: bool) -> None:
+    def __init__(self, book: _Book, found: _Evidence) -> None:
         self.book = book
         self.found = found
-        self.explain = explain
-        self.currency = found.line.currency.upper()
-        self.notes: list[str] = list(found.notes) if explain else []
+        self.currency = found.currency
+        self.notes: list[str] = list(found.notes)
         self.doubtful = found.doubtful
 
     def doubt(self, note: str) -> None:
         self.doubtful = True
-        if self.explain:
-            self.notes.append(note)
+        self.notes.append(note)
 
     def money(self, minor: int) -> str:
-        if not self.explain:
-            return ""
-        try:
-            return format_minor(minor, self.currency)
-        except MoneyError:
-            return f"{minor} minor units of {self.currency}"
+        return self.book.money(minor, self.currency)
 
     def numbers(self, indices: Iterable[int]) -> str:
-        if not self.explain:
-            return ""
         return ", ".join(self.book.invoices[index].number for index in indices)
 
-    def edits(self, count: int) -> str:
+    def typos(self, count: int) -> str:
         return "1 typo" if count == 1 else f"{count} typos"
 
     def due(self, index: int) -> str:
-        if not self.explain:
-            return ""
         book = self.book
         text = f"{self.money(book.remaining[index])} due on {book.invoices[index].number}"
         if book.remaining[index] != book.invoices[index].amount_due_minor:
@@ -1058,26 +1570,23 @@ class _Say:
         return text
 
     def named(self, mention: _Mention, index: int, identity: int) -> str:
-        if not self.explain:
-            return ""
         invoice = self.book.invoices[index]
         if mention.kind == "rf":
             what = f"the reference of {invoice.number}"
             if identity != _REFERENCE:
                 return (
-                    f"{mention.source} {mention.shown!r} fails its check digits; it is one edit "
+                    f"{mention.source} {mention.shown!r} fails its check digits; it is one typo "
                     f"from {what}"
                 )
             return f"{mention.source} {mention.shown} is {what}"
         if identity == _NUMBER:
             return f"{mention.source} names {invoice.number}"
-        edits = 1 if identity == _TYPO1 else 2
-        return f"{mention.source} names {invoice.number} ({self.edits(edits)}: {mention.shown!r})"
+        typos = 1 if identity == _TYPO1 else 2
+        return f"{mention.source} names {invoice.number} ({self.typos(typos)}: {mention.shown!r})"
 
     def payer(self, customer: str, support: int) -> str:
-        if not self.explain:
-            return ""
-        name = self.book.customer_name.get(customer, customer)
+        book = self.book
+        name = book.display_name.get(customer, customer)
         found = self.found
         if support == _ACCOUNT:
             return f"payer account {found.account} is a known account of {name}"
@@ -1085,7 +1594,7 @@ class _Say:
             return f"payer name {found.line.payer_name!r} matches {name}"
         if support == _CONTRADICT:
             if found.account_customers:
-                others = sorted(self.book.customer_name[c] for c in found.account_customers)
+                others = sorted(book.display_name[c] for c in found.account_customers)
                 return (
                     f"payer account {found.account} is known for {', '.join(others)}, "
                     f"not for {name}"
