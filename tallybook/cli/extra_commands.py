@@ -11,4 +11,5 @@ from tallybook.cli import (
     purchase_orders,  # noqa: F401
     receivables,  # noqa: F401
     time_sheets,  # noqa: F401
+    verification,  # noqa: F401
 )
