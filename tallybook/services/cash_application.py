@@ -11,14 +11,20 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from tallybook.core import ledger as core_ledger
-from tallybook.core.cash_matching import IncomingLine, OpenInvoice, Proposal, match_lines
+from tallybook.core.cash_matching import (
+    ClosedInvoice,
+    IncomingLine,
+    OpenInvoice,
+    Proposal,
+    match_lines,
+)
 from tallybook.core.money import MoneyError, format_minor, is_currency, to_minor_exact
 from tallybook.core.numbering import series_scope
 from tallybook.db.bulk import insert_rows
@@ -51,6 +57,7 @@ from tallybook.services.base import (
     audit_rows,
     get_owned,
     keyset_page,
+    snapshot,
     utcnow,
 )
 from tallybook.services.invoices import _refresh_amount_due, reserve_numbers
@@ -58,6 +65,8 @@ from tallybook.services.ledger import JOURNAL_PATTERN, accounts_of
 from tallybook.services.payments import OPEN_STATES, apply_received
 
 STATUSES = ("applied", "review", "ignored", "outgoing")
+# How far back paid, credited and voided invoices still count as numbers payers may quote.
+CLOSED_LOOKBACK = timedelta(days=550)
 _CHUNK = 5_000  # ids per IN (...) list: well inside every driver's parameter limit
 # Advisory lock namespaces: 7325001 event partitions, 7325002 event claims, 7325003 collection
 # runs, 7325004 statement imports and re-matches.
@@ -398,6 +407,40 @@ def _open_invoices(
     ]
 
 
+def _closed_invoices(
+    session: Session, organization_id: str, currencies: Iterable[str], since: date
+) -> list[ClosedInvoice]:
+    """Invoices issued since `since` that are no longer open: a payer quoting one is paying it
+    twice or mistyping another, which the matcher must not take for a typo of an open one."""
+    rows = session.execute(
+        select(
+            Invoice.id,
+            Invoice.number,
+            Invoice.customer_id,
+            Invoice.currency,
+            Invoice.total_minor,
+            Invoice.payment_reference,
+        ).where(
+            Invoice.organization_id == organization_id,
+            Invoice.number.is_not(None),
+            Invoice.issue_date >= since,
+            Invoice.currency.in_(sorted(set(currencies))),
+            ~(Invoice.status.in_(OPEN_STATES) & (Invoice.amount_due_minor > 0)),
+        )
+    ).all()
+    return [
+        ClosedInvoice(
+            id=row.id,
+            number=row.number,
+            customer_id=row.customer_id,
+            currency=row.currency,
+            total_minor=row.total_minor,
+            reference=row.payment_reference,
+        )
+        for row in rows
+    ]
+
+
 def _match_and_post(
     session: Session,
     actor: Actor,
@@ -408,10 +451,16 @@ def _match_and_post(
     fill each row's status, proposal and payment. Returns the amount applied per currency."""
     if not incoming:
         return {}
-    invoices = _open_invoices(session, org.id, {line.currency for _, line in incoming})
+    currencies = {line.currency for _, line in incoming}
+    invoices = _open_invoices(session, org.id, currencies)
+    earliest = min(line.booking_date for _, line in incoming)
+    closed = _closed_invoices(session, org.id, currencies, earliest - CLOSED_LOOKBACK)
     numbers = {invoice.id: invoice.number for invoice in invoices}
     proposals = match_lines(
-        [line for _, line in incoming], invoices, threshold=org.cash_match_threshold
+        [line for _, line in incoming],
+        invoices,
+        threshold=org.cash_match_threshold,
+        closed=closed,
     )
     postings: list[_Posting] = []
     by_line: dict[str, dict[str, Any]] = {}
@@ -744,6 +793,10 @@ def _review_line(session: Session, actor: Actor, line_id: str) -> BankStatementL
     return line
 
 
+# What the audit trail compares before and after a clerk decides on a statement line.
+_LINE_AUDITED = ("status", "customer_id", "payment_id", "resolved_by", "resolution_note")
+
+
 def confirm_line(db: Database, actor: Actor, line_id: str, note: str | None = None) -> Payment:
     """Post a line as the matcher proposed it."""
     actor.require(*WRITERS, action="apply bank statement lines")
@@ -837,6 +890,7 @@ def _apply(
         only=only,
         source="bank",
     )
+    was = snapshot(line, *_LINE_AUDITED)
     line.status = "applied"
     line.customer_id = customer.id
     line.payment_id = payment.id
@@ -850,6 +904,8 @@ def _apply(
         "bank_statement_line",
         line.id,
         {"payment": payment.number, "customer": customer.id, "note": line.resolution_note},
+        before=was,
+        after=line,
     )
     return payment
 
@@ -861,6 +917,7 @@ def ignore_line(db: Database, actor: Actor, line_id: str, reason: str) -> BankSt
         raise InvalidInput("reason: say why the line is set aside", field="reason")
     with db.transaction() as session:
         line = _review_line(session, actor, line_id)
+        was = snapshot(line, *_LINE_AUDITED)
         line.status = "ignored"
         line.resolved_by = actor.key_id
         line.resolved_at = utcnow()
@@ -872,6 +929,8 @@ def ignore_line(db: Database, actor: Actor, line_id: str, reason: str) -> BankSt
             "bank_statement_line",
             line.id,
             {"reason": line.resolution_note},
+            before=was,
+            after=line,
         )
         session.flush()
         return line
@@ -890,10 +949,19 @@ def reopen_line(db: Database, actor: Actor, line_id: str) -> BankStatementLine:
                 "(reverse the payment of an applied line instead)",
                 field="line",
             )
+        was = snapshot(line, *_LINE_AUDITED)
         line.status = "review"
         line.resolved_by = None
         line.resolved_at = None
-        audit(session, actor, "bank_statement_line.reopened", "bank_statement_line", line.id)
+        audit(
+            session,
+            actor,
+            "bank_statement_line.reopened",
+            "bank_statement_line",
+            line.id,
+            before=was,
+            after=line,
+        )
         session.flush()
         return line
 
