@@ -65,20 +65,24 @@ known accounts and the numbers of settled invoices are enough to be certain of i
   - trusts a payer identified by a known account (shared by at most five customers) or, without
     one, by a name equal to exactly one customer's (ignoring case, accents, punctuation and
     the legal form; a name cut at 27 characters compared cut at 27);
-  - takes a reference or number typed exactly as the invoice it names, unless the payer is
-    another customer; if the amount does not fit it exactly (part or over-payment), only when
-    no other open invoice within two typos of it is due for exactly the amount, and an
-    over-payment only when the excess is not exactly another open invoice of the customer;
-  - reads a reference or number that is not exactly one (a typo, or a settled invoice's) as the
-    one invoice within two typos, open and due for exactly the amount or settled for exactly
-    it (paid twice), whose customer the payer does not contradict; a settled one means paid
-    twice, which is never matchable;
+  - takes a reference or number typed exactly (however spaced, with or without its leading
+    zeros) as the open invoice it names, in the line's currency, unless the payer is another
+    customer; if the amount does not fit it exactly (part or over-payment), only when no other
+    open invoice within two typos of it is due for exactly the amount, and an over-payment only
+    when the excess is not exactly another open invoice of the customer;
+  - reads any other reference or number (a typo, a settled invoice's, another customer's) as
+    the one invoice within two typos (Damerau-Levenshtein), open and due for exactly the amount
+    or settled for exactly it, whose customer the payer does not contradict; a settled one
+    means paid twice, which is never matchable;
   - without a reference, needs exactly one identified customer, and then exactly one of its
     open invoices due for the amount, or else exactly one set of them adding up to it, counting
     what the matchable referenced lines of the statement already paid;
   - is never certain of money going out, another currency than the invoice's, a payer who
     contradicts the invoice's customer, or several invoices named for less than they owe.
-A line is matchable when that reading is what the payer meant.
+A line is matchable when that reading is what the payer meant. The clerk judges referenced
+lines against the invoices open at the start, and lines without a reference against what the
+matchable referenced lines left. `settled` holds the invoices already paid, as the matcher's
+`ClosedInvoice`s: the service knows them too and passes them as `match_lines(closed=...)`.
 """
 
 from __future__ import annotations

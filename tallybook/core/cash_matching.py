@@ -356,8 +356,8 @@ class _Names:
             for at, first in enumerate(sets):
                 for second in sets[at + 1 :]:
                     candidates |= first & second
-        elif sets and len(words) == 1:
-            candidates = set(sets[0])
+        elif sets and len(sets[0]) <= COMMON_NAME_WORD:
+            candidates = set(sets[0])  # one word in common: only if it narrows things down
         else:
             candidates = set()
         found: dict[str, int] = {}
@@ -704,10 +704,12 @@ class _Book:
                     compact_account = _compact_account(account)
                     if compact_account:
                         self.account_customers.setdefault(compact_account, set()).add(customer)
-        self.closed_of: dict[str, list[ClosedInvoice]] = {}
+        self.closed_of: dict[str, list[int]] = {}
+        self.closed_compact: list[str] = []
         for index, invoice in enumerate(self.closed):
-            self.closed_of.setdefault(invoice.customer_id, []).append(invoice)
+            self.closed_of.setdefault(invoice.customer_id, []).append(index)
             compact, unpadded, bare = _number_keys(invoice.number)
+            self.closed_compact.append(compact)
             for key in (compact, unpadded, bare):
                 if key:
                     self.closed_by_number.setdefault(key, []).append(index)
@@ -969,7 +971,15 @@ class _Book:
             in_currency = [(i, e) for i, e in candidates if self.currency[i] == currency]
             still_open = [(i, e) for i, e in in_currency if self.remaining[i] > 0]
             if mention.exact and not still_open:
-                retyped = self._retyped(found, mention)
+                # Paid by an earlier line: paid twice if the payer may be its customer and pays
+                # what it was for; else perhaps a typo of an open invoice.
+                again = [
+                    index
+                    for index, _ in in_currency
+                    if self.invoices[index].amount_due_minor == found.amount
+                    and self.support(found, self.customer_of(index)) != _CONTRADICT
+                ]
+                retyped = None if again else self._retyped(found, mention)
                 if retyped is not None:
                     what = (
                         "is settled"
@@ -1095,13 +1105,14 @@ class _Book:
         what the payer typed as the chosen one: the line may pay one of them twice."""
         invoice = self.invoices[chosen]
         found: list[tuple[str, int]] = []
-        for closed in self.closed_of.get(invoice.customer_id, ()):
+        for index in self.closed_of.get(invoice.customer_id, ()):
+            closed = self.closed[index]
             if closed.total_minor != amount or closed.currency.upper() != self.currency[chosen]:
                 continue
             key = (
                 _compact_reference(closed.reference or "")
                 if mention.kind == "rf"
-                else _number_keys(closed.number)[0]
+                else self.closed_compact[index]
             )
             edits = min(OSA.distance(form, key, score_cutoff=MAX_TYPOS) for form in mention.forms)
             if edits <= MAX_TYPOS:
@@ -1117,7 +1128,6 @@ class _Book:
             return self.remaining[index] == amount, self.support(found, self.customer_of(index))
 
         ambiguous: list[str] = []
-        lead: list[str] = []
         if mention.exact:
             ranked = sorted(
                 (index for index, _ in options),
@@ -1132,13 +1142,12 @@ class _Book:
             retyped = self._retyped(found, mention) if support == _CONTRADICT else None
             if retyped is not None:
                 # The number is a typo that happens to be another customer's invoice.
-                lead.append(
-                    f"{mention.source} names {say.numbers([ranked[0]])}, which is "
-                    f"{self.display_name[self.customer_of(ranked[0])]}'s"
+                say.notes.append(
+                    f"{mention.source} names {say.numbers([chosen])}, which is "
+                    f"{self.display_name[self.customer_of(chosen)]}'s"
                 )
-                mention = retyped
-                chosen, edits = retyped.near[0]
-            elif mention.kind == "number" and not fits_exactly:
+                return self._one_named(found, say, retyped, list(retyped.near))
+            if mention.kind == "number" and not fits_exactly:
                 # A part or over-payment of the named invoice, or the exact amount of an
                 # invoice whose number is a typo away?
                 for index, typos in self._look_alikes(mention, currency, amount, mention.exact):
@@ -1187,7 +1196,7 @@ class _Book:
                     )
                     say.doubtful = True  # the amount and payer cannot tell these apart either
         identity = self._identity(mention, edits)
-        return self._settle_one(found, say, chosen, identity, mention, ambiguous, lead)
+        return self._settle_one(found, say, chosen, identity, mention, ambiguous)
 
     def _settle_one(
         self,
@@ -1197,13 +1206,12 @@ class _Book:
         identity: int,
         mention: _Mention,
         ambiguous: list[str],
-        lead: list[str],
     ) -> _Verdict:
         amount = found.amount
         customer = self.customer_of(chosen)
         remaining = self.remaining[chosen]
         support = self.support(found, customer)
-        reasons = say.notes + lead + [say.named(mention, chosen, identity)]
+        reasons = say.notes + [say.named(mention, chosen, identity)]
         if amount == remaining:
             fit = "exact"
             allocations = [(chosen, amount)]
@@ -1331,6 +1339,14 @@ class _Book:
         for index in chosen:
             mention, edits = reading[index]
             reasons.append(say.named(mention, index, self._identity(mention, edits)))
+            if edits:
+                for number, typos in self._closed_look_alikes(
+                    mention, index, self.remaining[index]
+                ):
+                    doubts.append(
+                        f"{number}, {say.typos(typos)} from {mention.shown!r}, was already paid "
+                        "for as much: paid twice?"
+                    )
         method = "invoice_number"
         if fit == "exact":
             reasons.append(f"the amount equals their {say.money(total)} due together")
@@ -1498,8 +1514,10 @@ def _grade(identity: int, fit: str, support: int) -> tuple[int, bool]:
     if identity == _NUMBER:
         if fit == "exact":
             return (97 if supported else 93), True
+        # A part or over-payment from a payer we do not know may be meant for another firm
+        # whose invoices are numbered like ours.
         if fit == "partial":
-            return (93 if supported else 91), True
+            return (93, True) if supported else (75, False)
         return (91, True) if supported else (75, False)
     if fit == "exact":
         # A typo'd number may as well be a settled invoice's, paid twice: only the payer's

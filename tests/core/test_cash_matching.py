@@ -336,12 +336,19 @@ def test_several_named_invoices_paid_short_go_to_review() -> None:
 
 def test_partial_payment_of_a_named_invoice() -> None:
     invoices = [invoice(123, 50_000)]
-    proposal = one(line(49_000, text="INV-2026-000123 abzgl. 2% Skonto", account=ACME_IBAN),
-                   invoices)  # fmt: skip
+    text = "INV-2026-000123 abzgl. 2% Skonto"
+    proposal = one(line(49_000, text=text, account=ACME_IBAN), invoices)
     assert proposal.auto
     assert proposal.confidence == 93
     assert allocated(proposal) == {"inv_2026_000123": 49_000}
     assert proposal.unapplied_minor == 0
+    # From a payer we do not know, a part payment may be meant for another firm's INV-...
+    stranger = one(line(49_000, text=text, account=STRANGER_IBAN), invoices)
+    assert not stranger.auto
+    assert allocated(stranger) == {"inv_2026_000123": 49_000}
+    # ...but a reference's check digits make it ours.
+    reference = creditor_reference("INV-2026-000123")
+    assert one(line(49_000, reference=reference, account=STRANGER_IBAN), invoices).auto
 
 
 def test_partial_payment_when_a_look_alike_is_due_for_exactly_the_amount() -> None:
@@ -460,6 +467,16 @@ def test_an_invoice_paid_twice_in_one_statement_is_taken_once() -> None:
     assert one_.auto and allocated(one_) == {"inv_2026_000123": 11_900}
     assert not two.auto
     assert two.allocations == ()
+    assert "already settled by an earlier line" in said(two)
+
+
+def test_paying_an_invoice_twice_in_one_statement_is_not_read_as_a_typo_of_another() -> None:
+    invoices = [invoice(123), invoice(124)]  # both 119.00, one digit apart
+    first = line(11_900, text="INV-2026-000123", account=ACME_IBAN, key="L1")
+    again = replace(first, key="L2")
+    one_, two = match_lines([first, again], invoices)
+    assert one_.auto
+    assert not two.auto
     assert "already settled by an earlier line" in said(two)
 
 
