@@ -113,6 +113,14 @@ class Organization(Base):
     iban: Mapped[str | None] = mapped_column(String(34))
     bic: Mapped[str | None] = mapped_column(String(11))
     contact_email: Mapped[str | None] = mapped_column(String(300))
+    # -- branding of PDF documents ----------------------------------------------------------
+    # The logo printed on invoices, credit notes, statements and letters (PNG, JPEG or SVG,
+    # size-limited and checked when set), deferred so that loading the organisation for
+    # everything else never reads it; and the primary colour of headings and rules (#RRGGBB).
+    logo: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    logo_media_type: Mapped[str | None] = mapped_column(String(40))
+    brand_color: Mapped[str | None] = mapped_column(String(7))
+    # -- end of branding -------------------------------------------------------------------
     created_at: Mapped[datetime]
 
 

@@ -18,8 +18,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    # -- branding of PDF documents: the organisation's logo and primary colour --
+    with op.batch_alter_table("organizations", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("logo", sa.LargeBinary(), nullable=True))
+        batch_op.add_column(sa.Column("logo_media_type", sa.String(length=40), nullable=True))
+        batch_op.add_column(sa.Column("brand_color", sa.String(length=7), nullable=True))
+    # -- end of branding --
 
 
 def downgrade() -> None:
-    pass
+    # -- branding of PDF documents --
+    with op.batch_alter_table("organizations", schema=None) as batch_op:
+        batch_op.drop_column("brand_color")
+        batch_op.drop_column("logo_media_type")
+        batch_op.drop_column("logo")
+    # -- end of branding --
