@@ -113,6 +113,11 @@ class Organization(Base):
     iban: Mapped[str | None] = mapped_column(String(34))
     bic: Mapped[str | None] = mapped_column(String(11))
     contact_email: Mapped[str | None] = mapped_column(String(300))
+    # -- distribution (migration 0005): who e-mails come from ("Billing <billing@example.com>"),
+    # and the runs the job worker starts every day for this organisation ("collection",
+    # "dunning"): opt-in.
+    email_from: Mapped[str | None] = mapped_column(String(300))
+    scheduled_runs: Mapped[list[Any]] = mapped_column(default=list)
     # -- branding of PDF documents ----------------------------------------------------------
     # The logo printed on invoices, credit notes, statements and letters (PNG, JPEG or SVG,
     # size-limited and checked when set), deferred so that loading the organisation for
@@ -167,6 +172,11 @@ class Customer(Base):
     # Where e-invoices reach the customer: a Peppol participant id (scheme 0088, 9930...) or EM.
     electronic_address: Mapped[str | None] = mapped_column(String(200))
     electronic_address_scheme: Mapped[str | None] = mapped_column(String(10))
+    # How documents reach the customer (migration 0005): "email" (to `emails`) or "portal"
+    # (never e-mailed), and which e-invoice goes along: None, "ubl", "cii" (the XML attached)
+    # or "facturx" (the PDF sent is Factur-X, the CII inside it).
+    delivery_channel: Mapped[str] = mapped_column(String(20), default="email")
+    einvoice_attachment: Mapped[str | None] = mapped_column(String(10))
     archived_at: Mapped[datetime | None]
     created_at: Mapped[datetime]
 
@@ -1213,3 +1223,88 @@ class DiscrepancyComment(Base):
     author_key_id: Mapped[str | None] = mapped_column(String(40))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
+
+
+# -- distribution: the outbox of e-mails and webhooks (issue 6, items 3 and 5) -----------------
+
+
+class Delivery(Base):
+    """One message to send, written in the same transaction as the event it tells about: a
+    document e-mailed to a customer, or an event posted to a webhook endpoint. The job worker
+    claims it (status `sending`, committed before talking to the server), sends it and records
+    the outcome; an e-mail found in `sending` after a crash is never sent again by itself."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_deliveries_org_status", "organization_id", "status"),
+        Index("ix_deliveries_org_document", "organization_id", "document_id"),
+        Index("ix_deliveries_org_endpoint", "organization_id", "endpoint_id"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    channel: Mapped[str] = mapped_column(String(10))  # email | webhook
+    status: Mapped[str] = mapped_column(String(10))  # queued|sending|sent|failed|unknown
+    # E-mail: the document sent (invoice, credit_note, debit_note, dunning_reminder,
+    # statement), its number, the customer and the addresses.
+    document_type: Mapped[str | None] = mapped_column(String(20))
+    document_id: Mapped[str | None] = mapped_column(String(40))
+    document_number: Mapped[str | None] = mapped_column(String(60))
+    customer_id: Mapped[str | None] = mapped_column(String(40))
+    recipients: Mapped[list[Any]] = mapped_column(default=list)
+    subject: Mapped[str | None] = mapped_column(String(300))
+    # What goes along: {"einvoice": "ubl", "from": "2026-01-01", "to": "2026-03-31"}.
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Webhook: the endpoint, the event and its body (the same bytes on every attempt).
+    endpoint_id: Mapped[str | None] = mapped_column(String(40))
+    event_type: Mapped[str | None] = mapped_column(String(60))
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # The Message-ID header of an e-mail, the webhook-id of a webhook: stable across attempts.
+    message_id: Mapped[str] = mapped_column(String(300))
+    replay_of: Mapped[str | None] = mapped_column(String(40))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime]
+    claimed_at: Mapped[datetime | None]
+    # host:pid:token of the worker that claimed it: a restarted worker recognises its dead
+    # predecessor's claims at once instead of waiting for the lease to run out.
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_response: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime | None]
+    requested_by: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class DeliveryAttempt(Base):
+    """The log of a delivery: each attempt and what the server answered."""
+
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "attempt"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    delivery_id: Mapped[str] = mapped_column(String(40), ForeignKey("deliveries.id"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(10))  # sent | retry | failed | unknown
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime]
+    finished_at: Mapped[datetime]
+
+
+class WebhookEndpoint(Base):
+    """Where an organisation wants its events posted. The signing secret is kept encrypted
+    (Fernet, with TALLYBOOK_SECRET_KEY): it is needed to sign, and shown once at creation."""
+
+    __tablename__ = "webhook_endpoints"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str | None] = mapped_column(String(300))
+    # Event types ("invoice.issued"), or ["*"] for every event.
+    events: Mapped[list[Any]] = mapped_column(default=list)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
