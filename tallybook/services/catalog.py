@@ -141,6 +141,7 @@ def create_tax_rate(db: Database, actor: Actor, values: dict[str, Any]) -> TaxRa
                 "tax_rate",
                 row.id,
                 {"code": row.code, "percent": str(percent)},
+                after=row,
             )
     except IntegrityError:
         raise Conflict(f"code: tax rate {values['code']!r} already exists", field="code") from None
@@ -188,7 +189,9 @@ def create_product(db: Database, actor: Actor, values: dict[str, Any]) -> Produc
             )
             session.add(row)
             session.flush()
-            audit(session, actor, "product.created", "product", row.id, {"code": row.code})
+            audit(
+                session, actor, "product.created", "product", row.id, {"code": row.code}, after=row
+            )
     except IntegrityError:
         raise Conflict(f"code: product {values['code']!r} already exists", field="code") from None
     return row
@@ -308,6 +311,7 @@ def create_price(db: Database, actor: Actor, values: dict[str, Any]) -> Price:
                 "price",
                 row.id,
                 {"code": row.code, "version": 1, "terms": row.terms},
+                after=row,
             )
     except IntegrityError:
         raise Conflict(
@@ -459,6 +463,7 @@ def create_plan(db: Database, actor: Actor, values: dict[str, Any]) -> Plan:
                 "plan",
                 row.id,
                 {"code": row.code, "price_codes": codes},
+                after=row,
             )
     except IntegrityError:
         raise Conflict(f"code: plan {values['code']!r} already exists", field="code") from None
@@ -526,7 +531,7 @@ def create_coupon(db: Database, actor: Actor, values: dict[str, Any]) -> Coupon:
             )
             session.add(row)
             session.flush()
-            audit(session, actor, "coupon.created", "coupon", row.id, {"code": row.code})
+            audit(session, actor, "coupon.created", "coupon", row.id, {"code": row.code}, after=row)
     except IntegrityError:
         raise Conflict(f"code: coupon {values['code']!r} already exists", field="code") from None
     return row
@@ -585,5 +590,13 @@ def apply_coupon(
         )
         session.add(row)
         session.flush()
-        audit(session, actor, "coupon.applied", "customer", customer.id, {"coupon": coupon.code})
+        audit(
+            session,
+            actor,
+            "coupon.applied",
+            "customer",
+            customer.id,
+            {"coupon": coupon.code},
+            after=row,
+        )
     return row

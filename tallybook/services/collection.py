@@ -62,6 +62,7 @@ from tallybook.services.base import (
     audit,
     get_owned,
     keyset_page,
+    snapshot,
     utcnow,
 )
 from tallybook.services.payments import apply_received
@@ -419,6 +420,7 @@ def claim_due_invoices(
                     "payment_method_id": method.id,
                 },
                 at=now,
+                after=attempt,
             )
             claims.append(_claim_of(attempt, number, method, resent=False, run_on=as_of))
         session.flush()
@@ -501,6 +503,9 @@ def record_outcome(
         number = invoice.number or invoice.id
         if attempt.status != PENDING:
             return _outcome(session, attempt, number, resent=claim.resent)
+        pending = snapshot(
+            attempt, "status", "completed_at", "payment_id", "failure_code", "next_attempt_on"
+        )
         now = utcnow()
         attempt.completed_at = now
         attempt.provider_reference = _safe(result.provider_reference, 200)
@@ -565,6 +570,8 @@ def record_outcome(
                 **detail,
             },
             at=now,
+            before=pending,
+            after=attempt,
         )
         session.flush()
         return _outcome(session, attempt, number, resent=claim.resent)

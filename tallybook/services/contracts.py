@@ -117,6 +117,7 @@ def _create_contract(
             "contract",
             contract.id,
             {"reference": contract.reference},
+            after=contract,
         )
     return contract
 
@@ -174,6 +175,8 @@ def complete_milestone(
             "milestone",
             milestone.id,
             {"charge": charge.id, "amount": str(milestone.amount)},
+            before={"completed_at": None, "charge_id": None},
+            after=milestone,
         )
     return charge
 
@@ -229,6 +232,7 @@ def create_charge(db: Database, actor: Actor, values: dict[str, Any]) -> Charge:
             "charge",
             charge.id,
             {"kind": kind, "amount": str(quantity * unit_price)},
+            after=charge,
         )
     return charge
 
@@ -369,6 +373,7 @@ def _add_price(
             "valid_from": start.isoformat(),
             "valid_to": end.isoformat() if end else None,
         },
+        after=price,
     )
     return price
 

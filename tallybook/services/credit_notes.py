@@ -47,11 +47,13 @@ from tallybook.services.base import (
     Database,
     InvalidInput,
     audit,
+    changes,
     get_owned,
+    snapshot,
     utcnow,
 )
 from tallybook.services.catalog import _decimal
-from tallybook.services.invoices import ISSUED_STATES, _refresh_amount_due, next_number
+from tallybook.services.invoices import AUDITED, ISSUED_STATES, _refresh_amount_due, next_number
 from tallybook.services.ledger import accounts_of, post
 from tallybook.services.rating import TaxTable, rate_invoice, treatment_of
 
@@ -92,6 +94,7 @@ def create_credit_note(
                 f"invoice {invoice.number or invoice.id} is {invoice.status}; only "
                 "issued invoices can be credited"
             )
+        invoice_before = snapshot(invoice, *AUDITED)
         org = session.get(Organization, actor.organization_id)
         lines = {
             line.id: line
@@ -322,7 +325,10 @@ def create_credit_note(
                 "reason": reason,
                 "to_invoice_minor": to_invoice,
                 "to_credit_minor": to_balance,
+                "approval_request": held.id if held else None,
+                "invoice_changes": changes(invoice_before, invoice),
             },
+            after=note,
         )
     return note
 
@@ -484,6 +490,7 @@ def issue_debit_note(
     requested = values.get("lines") or []
     if not requested:
         raise InvalidInput("lines: give at least one line", field="lines")
+    invoice_before = snapshot(invoice, *AUDITED)
     if invoice.status not in ISSUED_STATES or invoice.status == "uncollectible":
         raise Conflict(
             f"invoice {invoice.number or invoice.id} is {invoice.status}; debit "
@@ -587,7 +594,9 @@ def issue_debit_note(
             "invoice": invoice.number,
             "total_minor": totals.total_minor,
             "reason": reason,
+            "invoice_changes": changes(invoice_before, invoice),
         },
+        after=note,
     )
     return note
 

@@ -22,6 +22,7 @@ from tallybook.services.base import (
     audit,
     get_owned,
     keyset_page,
+    snapshot,
     utcnow,
 )
 from tallybook.services.organizations import (
@@ -257,7 +258,8 @@ def update_customer(
             "customer.updated",
             "customer",
             customer.id,
-            {"before": before, "after": _snapshot(customer)},
+            before=before,
+            after=customer,
         )
         if customer.external_id and customer.external_id != old_external_id:
             from tallybook.services.events import release_quarantine
@@ -312,15 +314,33 @@ def delete_customer(db: Database, actor: Actor, customer_id: str) -> str:
             )
         has_history = session.scalar(select(exists().where(Invoice.customer_id == customer.id)))
         if has_history:
+            was = snapshot(customer, "archived_at")
             customer.archived_at = customer.archived_at or utcnow()
-            audit(session, actor, "customer.archived", "customer", customer.id)
+            audit(
+                session,
+                actor,
+                "customer.archived",
+                "customer",
+                customer.id,
+                before=was,
+                after=customer,
+            )
             return "archived"
         from tallybook.db.models import Charge, Contract, CouponRedemption, Subscription
 
         for model in (Subscription, Charge, Contract, CouponRedemption):
             if session.scalar(select(exists().where(model.customer_id == customer.id))):
+                was = snapshot(customer, "archived_at")
                 customer.archived_at = customer.archived_at or utcnow()
-                audit(session, actor, "customer.archived", "customer", customer.id)
+                audit(
+                    session,
+                    actor,
+                    "customer.archived",
+                    "customer",
+                    customer.id,
+                    before=was,
+                    after=customer,
+                )
                 return "archived"
         audit(
             session,

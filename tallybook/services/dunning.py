@@ -47,6 +47,7 @@ from tallybook.services.base import (
     NotFound,
     audit,
     get_owned,
+    snapshot,
     utcnow,
 )
 from tallybook.services.credit_notes import issue_debit_note
@@ -315,6 +316,7 @@ def create_policy(db: Database, actor: Actor, values: dict[str, Any]) -> Dunning
             "dunning_policy",
             policy.id,
             {"name": name, "steps": steps, "late_fee": late_fee, "is_default": policy.is_default},
+            after=policy,
         )
     return policy
 
@@ -330,6 +332,7 @@ def update_policy(
     actor.require(*MANAGERS, action="manage dunning policies")
     with db.transaction() as session:
         policy = _find_policy(session, actor, policy_ref, lock=True)
+        before = snapshot(policy, "name", "steps", "late_fee", "is_default")
         changes: dict[str, Any] = {}
         if "name" in values and values["name"] is not None:
             name = _clean_name(values["name"])
@@ -352,7 +355,16 @@ def update_policy(
         elif values.get("is_default") is False and policy.is_default:
             policy.is_default = False
             changes["is_default"] = False
-        audit(session, actor, "dunning_policy.updated", "dunning_policy", policy.id, changes)
+        audit(
+            session,
+            actor,
+            "dunning_policy.updated",
+            "dunning_policy",
+            policy.id,
+            {"changed": sorted(changes)},
+            before=before,
+            after=policy,
+        )
     return policy
 
 
@@ -361,6 +373,7 @@ def delete_policy(db: Database, actor: Actor, policy_ref: str) -> str:
     actor.require(*MANAGERS, action="manage dunning policies")
     with db.transaction() as session:
         policy = _find_policy(session, actor, policy_ref, lock=True)
+        gone = snapshot(policy)
         users = session.scalar(
             select(func.count())
             .select_from(Customer)
@@ -381,6 +394,7 @@ def delete_policy(db: Database, actor: Actor, policy_ref: str) -> str:
             "dunning_policy",
             policy.id,
             {"name": policy.name, "was_default": policy.is_default},
+            before=gone,
         )
         session.delete(policy)
         return policy.id
@@ -417,6 +431,8 @@ def assign_policy(db: Database, actor: Actor, customer_id: str, policy_ref: str 
             "customer",
             customer.id,
             {"from": before, "to": customer.dunning_policy_id},
+            before={"dunning_policy_id": before},
+            after=customer,
         )
     return customer
 
@@ -442,6 +458,7 @@ def dispute_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) ->
                 f"invoice {invoice.number} is already disputed since "
                 f"{invoice.disputed_at.date().isoformat()}: {invoice.dispute_reason}"
             )
+        undisputed = snapshot(invoice, "disputed_at", "dispute_reason")
         invoice.disputed_at = utcnow()
         invoice.dispute_reason = reason
         audit(
@@ -451,6 +468,8 @@ def dispute_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) ->
             "invoice",
             invoice.id,
             {"number": invoice.number, "reason": reason},
+            before=undisputed,
+            after=invoice,
         )
         # The dispute is worked as a discrepancy (services.discrepancies).
         from tallybook.services.discrepancies import open_dispute_in
@@ -477,9 +496,19 @@ def resolve_dispute(
         from tallybook.services.discrepancies import close_disputes_in
 
         close_disputes_in(session, actor, invoice, data["resolution"])
+        disputed = snapshot(invoice, "disputed_at", "dispute_reason")
         invoice.disputed_at = None
         invoice.dispute_reason = None
-        audit(session, actor, "invoice.dispute_resolved", "invoice", invoice.id, data)
+        audit(
+            session,
+            actor,
+            "invoice.dispute_resolved",
+            "invoice",
+            invoice.id,
+            data,
+            before=disputed,
+            after=invoice,
+        )
     return invoice
 
 
@@ -804,6 +833,7 @@ def _send(
             "debit_note": note.number if note else None,
             "skipped": list(action.skipped_steps),
         },
+        after=reminder,
     )
     return ReminderOutcome(
         reminder_id=reminder.id,

@@ -44,6 +44,7 @@ from tallybook.services.base import (
     audit,
     get_owned,
     keyset_page,
+    snapshot,
     utcnow,
 )
 from tallybook.services.billing import _approval_status
@@ -59,6 +60,26 @@ from tallybook.services.rating import (
 )
 
 ISSUED_STATES = ("issued", "partially_paid", "paid", "uncollectible")
+# What the audit trail compares before and after a change of an invoice.
+AUDITED = (
+    "status",
+    "approval_status",
+    "approved_by",
+    "number",
+    "po_number",
+    "notes",
+    "discounts",
+    "issue_date",
+    "due_date",
+    "subtotal_minor",
+    "discount_minor",
+    "tax_minor",
+    "total_minor",
+    "credit_applied_minor",
+    "written_off_minor",
+    "amount_due_minor",
+    "void_reason",
+)
 
 
 def _draft(session: Session, actor: Actor, invoice_id: str) -> Invoice:
@@ -145,7 +166,7 @@ def create_draft(
         )
         session.add(invoice)
         session.flush()
-        audit(session, actor, "invoice.draft_created", "invoice", invoice.id)
+        audit(session, actor, "invoice.draft_created", "invoice", invoice.id, after=invoice)
     return invoice
 
 
@@ -164,6 +185,7 @@ def add_line(db: Database, actor: Actor, invoice_id: str, values: dict[str, Any]
         raise InvalidInput("unit_price: is required", field="unit_price")
     with db.transaction() as session:
         invoice = _draft(session, actor, invoice_id)
+        before = snapshot(invoice, *AUDITED)
         customer = session.get(Customer, invoice.customer_id)
         org = session.get(Organization, actor.organization_id)
         product = None
@@ -219,6 +241,8 @@ def add_line(db: Database, actor: Actor, invoice_id: str, values: dict[str, Any]
             "invoice",
             invoice.id,
             {"line": line.id, "description": line.description, "amount": str(amount)},
+            before=before,
+            after=invoice,
         )
     return line
 
@@ -227,6 +251,7 @@ def remove_line(db: Database, actor: Actor, invoice_id: str, line_id: str) -> In
     actor.require(*WRITERS, action="edit drafts")
     with db.transaction() as session:
         invoice = _draft(session, actor, invoice_id)
+        before = snapshot(invoice, *AUDITED)
         line = session.scalars(
             select(InvoiceLine).where(
                 InvoiceLine.id == line_id, InvoiceLine.invoice_id == invoice.id
@@ -253,7 +278,16 @@ def remove_line(db: Database, actor: Actor, invoice_id: str, line_id: str) -> In
             invoice,
             session.get(Customer, invoice.customer_id),
         )
-        audit(session, actor, "invoice.line_removed", "invoice", invoice.id, {"line": line_id})
+        audit(
+            session,
+            actor,
+            "invoice.line_removed",
+            "invoice",
+            invoice.id,
+            {"line": line_id, "removed": snapshot(line, "description", "quantity", "amount")},
+            before=before,
+            after=invoice,
+        )
     return invoice
 
 
@@ -267,7 +301,7 @@ def update_draft(db: Database, actor: Actor, invoice_id: str, values: dict[str, 
         raise InvalidInput(f"{name}: cannot be edited on a draft", field=name)
     with db.transaction() as session:
         invoice = _draft(session, actor, invoice_id)
-        before = {k: getattr(invoice, k) for k in values}
+        before = snapshot(invoice, *AUDITED)
         if "discounts" in values:
             invoice.discounts = _clean_discounts(
                 session, actor, values["discounts"], invoice.currency
@@ -287,7 +321,9 @@ def update_draft(db: Database, actor: Actor, invoice_id: str, values: dict[str, 
             "invoice.draft_updated",
             "invoice",
             invoice.id,
-            {"before": before, "after": values},
+            {"edited": sorted(values)},
+            before=before,
+            after=invoice,
         )
     return invoice
 
@@ -406,6 +442,7 @@ def issue_invoice(
     verification.before_issue(db, actor, invoice_id)
     with db.transaction() as session:
         invoice = _draft(session, actor, invoice_id)
+        before = snapshot(invoice, *AUDITED)
         org = session.get(Organization, actor.organization_id)
         # Locked before re-rating late usage, in the order ingestion and the run use.
         session.get(Customer, invoice.customer_id, with_for_update=True)
@@ -496,6 +533,8 @@ def issue_invoice(
                 "total_minor": invoice.total_minor,
                 "credit_applied_minor": invoice.credit_applied_minor,
             },
+            before=before,
+            after=invoice,
         )
     return invoice
 
@@ -549,6 +588,7 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
         raise InvalidInput("reason: say why the invoice is voided", field="reason")
     with db.transaction() as session:
         invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
+        before = snapshot(invoice, *AUDITED)
         if invoice.status == "void":
             raise Conflict(f"invoice {invoice.number or invoice.id} is already void")
         if invoice.paid_minor > 0:
@@ -609,6 +649,8 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
             "invoice",
             invoice.id,
             {"reason": reason, "was": was, "number": invoice.number},
+            before=before,
+            after=invoice,
         )
     return invoice
 
@@ -701,11 +743,7 @@ def mark_uncollectible(
                 f"only an open issued invoice can be uncollectible; this one is {invoice.status}"
             )
         amount = invoice.amount_due_minor
-        customer = session.get(Customer, invoice.customer_id)
-        invoice.written_off_minor += amount
-        _refresh_amount_due(invoice)
-        invoice.status = "uncollectible"
-        from tallybook.core import ledger as core_ledger
+        before = snapshot(invoice, *AUDITED)
         held = check_held_action(
             session,
             actor,
@@ -720,6 +758,11 @@ def mark_uncollectible(
             f"{invoice.number} needs approval under the organisation's write-off rule",
         )
         carried_out(held, "invoice", invoice.id)
+        customer = session.get(Customer, invoice.customer_id)
+        invoice.written_off_minor += amount
+        _refresh_amount_due(invoice)
+        invoice.status = "uncollectible"
+        from tallybook.core import ledger as core_ledger
         from tallybook.services.ledger import accounts_of, post
 
         post(
@@ -744,6 +787,8 @@ def mark_uncollectible(
             "invoice",
             invoice.id,
             {"reason": reason, "written_off_minor": amount},
+            before=before,
+            after=invoice,
         )
     return invoice
 

@@ -24,7 +24,7 @@ from tallybook.db.models import (
     SubscriptionPeriodInvoice,
     new_id,
 )
-from tallybook.services.base import WRITERS, Actor, Database, audit
+from tallybook.services.base import WRITERS, Actor, Database, audit, snapshot
 from tallybook.services.rating import taxes_to_json
 
 
@@ -85,6 +85,7 @@ def rerate_drafts(
             continue
         customer = session.get(Customer, invoice.customer_id)
         assert customer is not None
+        was = snapshot(invoice, "subtotal_minor", "tax_minor", "total_minor", "approval_status")
         subscriptions = {
             s.id: s
             for s in map(
@@ -181,6 +182,8 @@ def rerate_drafts(
             "invoice",
             draft_id,
             {"periods": [m[1].isoformat() for m in marks], "changes": dict(changes)},
+            before=was,
+            after=invoice,
         )
     return done
 

@@ -33,6 +33,7 @@ from tallybook.services.base import (
     Database,
     InvalidInput,
     audit,
+    snapshot,
     utcnow,
 )
 
@@ -266,6 +267,8 @@ def save_account(
             )
             if used:
                 raise Conflict(f"account {code} has postings; its type cannot change")
+        before = None if account is None else snapshot(account, "name", "type", "role")
+        role_taken_from = []
         if role is not None:
             for holder in session.scalars(
                 select(LedgerAccount).where(
@@ -274,6 +277,7 @@ def save_account(
                 )
             ):
                 holder.role = None
+                role_taken_from.append(holder.code)
         if account is None:
             account = LedgerAccount(
                 id=new_id("acc"),
@@ -293,7 +297,15 @@ def save_account(
             "ledger_account.saved",
             "ledger_account",
             account.id,
-            {"code": code, "name": account.name, "type": type, "role": role},
+            {
+                "code": code,
+                "name": account.name,
+                "type": type,
+                "role": role,
+                "role_taken_from": [c for c in role_taken_from if c != code],
+            },
+            before=before,
+            after=account,
         )
         return account
 

@@ -117,6 +117,7 @@ def create_metric(db: Database, actor: Actor, values: dict[str, Any]) -> Billabl
                 "billable_metric",
                 row.id,
                 {"code": row.code, "aggregation": row.aggregation, "field": row.field},
+                after=row,
             )
             release_quarantine(session, actor.organization_id, metric_code=metric.code)
     except IntegrityError:

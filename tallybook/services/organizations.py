@@ -206,7 +206,7 @@ def create_organization(
         session.flush()
         key = _add_key(session, org.id, "initial admin key", Role.ADMIN)
         actor = Actor(org.id, key.id, Role.ADMIN)
-        audit(session, actor, "organization.created", "organization", org.id, {"name": name})
+        audit(session, actor, "organization.created", "organization", org.id, after=org)
     return org, key
 
 
@@ -236,7 +236,14 @@ def create_api_key(db: Database, actor: Actor, name: str, role: str) -> IssuedKe
         ) from None
     with db.transaction() as session:
         key = _add_key(session, actor.organization_id, name, parsed)
-        audit(session, actor, "api_key.created", "api_key", key.id, {"role": parsed.value})
+        audit(
+            session,
+            actor,
+            "api_key.created",
+            "api_key",
+            key.id,
+            {"role": parsed.value, "name": name},
+        )
     return key
 
 
@@ -262,8 +269,18 @@ def revoke_api_key(db: Database, actor: Actor, key_id: str) -> ApiKey:
         ).first()
         if row is None:
             raise NotFound(f"api key {key_id} not found")
+        before = {"revoked_at": row.revoked_at}
         row.revoked_at = utcnow()
-        audit(session, actor, "api_key.revoked", "api_key", key_id)
+        audit(
+            session,
+            actor,
+            "api_key.revoked",
+            "api_key",
+            key_id,
+            {"name": row.name, "role": row.role},
+            before=before,
+            after=row,
+        )
     return row
 
 
@@ -304,7 +321,8 @@ def update_settings(db: Database, actor: Actor, values: dict[str, Any]) -> Organ
             "organization.settings_changed",
             "organization",
             org.id,
-            {"before": before, "after": clean},
+            before=before,
+            after=org,
         )
     return org
 

@@ -21,6 +21,7 @@ from tallybook.services.base import (
     NotFound,
     audit,
     get_owned,
+    snapshot,
     utcnow,
 )
 
@@ -140,6 +141,7 @@ def attach_payment_method(
                 "label": method.label,
                 "default": make_default,
             },
+            after=method,
         )
         return method
 
@@ -186,6 +188,11 @@ def set_default_payment_method(
         method = _locked_method(session, actor, method_id, customer_id)
         if method.detached_at is not None:
             raise Conflict(f"payment method {method.id} was removed; attach it again")
+        previous = [
+            other.id
+            for other in _active(session, actor.organization_id, method.customer_id)
+            if other.is_default
+        ]
         for other in _active(session, actor.organization_id, method.customer_id):
             other.is_default = other.id == method.id
         audit(
@@ -195,6 +202,8 @@ def set_default_payment_method(
             "payment_method",
             method.id,
             {"customer_id": method.customer_id, "label": method.label},
+            before={"default_methods": previous},
+            after={"default_methods": [method.id]},
         )
         return method
 
@@ -211,6 +220,7 @@ def detach_payment_method(
         if method.detached_at is not None:
             raise Conflict(f"payment method {method.id} is already removed")
         was_default = method.is_default
+        before = snapshot(method, "detached_at", "is_default")
         method.detached_at = utcnow()
         method.is_default = False
         audit(
@@ -220,5 +230,7 @@ def detach_payment_method(
             "payment_method",
             method.id,
             {"customer_id": method.customer_id, "label": method.label, "was_default": was_default},
+            before=before,
+            after=method,
         )
         return method

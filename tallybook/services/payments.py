@@ -41,7 +41,9 @@ from tallybook.services.base import (
     InvalidInput,
     NotFound,
     audit,
+    changes,
     get_owned,
+    snapshot,
     utcnow,
 )
 from tallybook.services.invoices import _refresh_amount_due, next_number
@@ -190,10 +192,13 @@ def apply_received(
     )
     session.add(payment)
     session.flush()
+    invoice_changes: dict[str, Any] = {}
     for position, (invoice_id, amount) in enumerate(applied, start=1):
         invoice = by_id[invoice_id]
+        was = snapshot(invoice, "status", "paid_minor", "amount_due_minor")
         invoice.paid_minor += amount
         _refresh_amount_due(invoice)
+        invoice_changes[invoice.number or invoice.id] = changes(was, invoice)
         session.add(
             PaymentAllocation(
                 id=new_id("pal"),
@@ -237,7 +242,9 @@ def apply_received(
             "applied": [{"invoice": by_id[i].number, "amount_minor": a} for i, a in applied],
             "unapplied_minor": unapplied,
             "source": source,
+            "invoices": invoice_changes,
         },
+        after=payment,
     )
     return payment
 
@@ -381,6 +388,7 @@ def reverse_payment(db: Database, actor: Actor, payment_id: str, reason: str) ->
         payment, customer = _lock_payment(session, actor, payment_id)
         if payment.status == "reversed":
             raise Conflict(f"payment {payment.number} is already reversed")
+        before = snapshot(payment, "status", "unapplied_minor", "reversed_at", "reversal_reason")
         from_credit = payment.unapplied_minor
         if from_credit > customer.credit_balance_minor:
             raise Conflict(
@@ -432,9 +440,14 @@ def reverse_payment(db: Database, actor: Actor, payment_id: str, reason: str) ->
             payment.id,
             {
                 "reason": reason.strip(),
-                "reopened": [{"invoice": i.number, "amount_minor": a} for i, a in undone],
+                "reopened": [
+                    {"invoice": i.number, "amount_minor": a, "status_now": i.status}
+                    for i, a in undone
+                ],
                 "credit_taken_back_minor": from_credit,
             },
+            before=before,
+            after=payment,
         )
         return PaymentView(payment, _allocations(session, payment.id))
 
@@ -600,6 +613,7 @@ def _refund_row(
             "from_credit_minor": from_credit,
             "reason": reason,
         },
+        after=refund,
     )
     return refund
 

@@ -39,6 +39,7 @@ from tallybook.services.base import (
     audit,
     get_owned,
     keyset_page,
+    snapshot,
     utcnow,
 )
 from tallybook.services.catalog import _decimal, _instant
@@ -53,6 +54,18 @@ def _quantity(value: Any, field: str = "quantity") -> Decimal:
     if quantity < 0:
         raise InvalidInput(f"{field}: must not be negative", field=field)
     return quantity
+
+
+# What the audit trail compares before and after a change of a subscription.
+AUDITED = (
+    "plan_id",
+    "quantity",
+    "status",
+    "end_at",
+    "cancel_at_period_end",
+    "canceled_at",
+    "next_billing_at",
+)
 
 
 def create_subscription(db: Database, actor: Actor, values: dict[str, Any]) -> Subscription:
@@ -156,6 +169,7 @@ def create_subscription(db: Database, actor: Actor, values: dict[str, Any]) -> S
             "subscription",
             subscription.id,
             {"plan": plan.code, "quantity": str(quantity), "start_at": start_at.isoformat()},
+            after=subscription,
         )
     return subscription
 
@@ -240,6 +254,7 @@ def change_subscription(
     requested = _instant(values.get("effective_at"), "effective_at")
     with db.transaction() as session:
         subscription, customer, org, plan = _context(session, actor, subscription_id)
+        was = snapshot(subscription, *AUDITED)
         before = {"plan": plan.code, "quantity": str(subscription.quantity)}
         target = plan
         if new_plan_id is not None:
@@ -288,8 +303,10 @@ def change_subscription(
                 "plan": target.code,
                 "quantity": str(quantity),
                 "effective_at": at.isoformat(),
-                "before": before,
+                "terms_before": before,
             },
+            before=was,
+            after=subscription,
         )
     return change
 
@@ -307,6 +324,7 @@ def cancel_subscription(
     requested = _instant(effective_at, "effective_at")
     with db.transaction() as session:
         subscription, customer, org, plan = _context(session, actor, subscription_id)
+        was = snapshot(subscription, *AUDITED)
         at = requested or now
         if at_period_end:
             at = period_containing(
@@ -341,6 +359,8 @@ def cancel_subscription(
             "subscription",
             subscription.id,
             {"effective_at": at.isoformat(), "at_period_end": at_period_end},
+            before=was,
+            after=subscription,
         )
     return subscription
 
@@ -359,6 +379,7 @@ def pause_subscription(
     resume = _instant(resume_at, "resume_at")
     with db.transaction() as session:
         subscription, _, _, _ = _context(session, actor, subscription_id)
+        was = snapshot(subscription, *AUDITED)
         if subscription.status == "paused":
             raise Conflict(f"subscription {subscription.id} is already paused")
         _record(session, actor, subscription, "pause", at)
@@ -378,6 +399,8 @@ def pause_subscription(
                 "effective_at": at.isoformat(),
                 "resume_at": None if resume is None else resume.isoformat(),
             },
+            before=was,
+            after=subscription,
         )
     return subscription
 
@@ -389,6 +412,7 @@ def resume_subscription(
     at = _instant(effective_at, "effective_at") or utcnow()
     with db.transaction() as session:
         subscription, _, _, _ = _context(session, actor, subscription_id)
+        was = snapshot(subscription, *AUDITED)
         if subscription.status != "paused":
             raise Conflict(f"subscription {subscription.id} is not paused")
         _record(session, actor, subscription, "resume", at)
@@ -400,6 +424,8 @@ def resume_subscription(
             "subscription",
             subscription.id,
             {"effective_at": at.isoformat()},
+            before=was,
+            after=subscription,
         )
     return subscription
 
