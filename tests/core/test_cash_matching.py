@@ -678,6 +678,39 @@ def test_every_proposal_gives_a_reason(world) -> None:
         assert all(reason.strip() for reason in proposal.reasons)
 
 
+@PROPERTY
+@given(open_invoices(), st.data())
+def test_an_open_invoices_reference_for_its_amount_always_posts(invoices, data) -> None:
+    target = data.draw(st.sampled_from(invoices))
+    own = next(iban for customer, _, iban in CUSTOMERS if customer == target.customer_id)
+    account = data.draw(st.sampled_from([own, STRANGER_IBAN, ""]))
+    statement_line = line(
+        target.amount_due_minor,
+        reference=data.draw(st.sampled_from([target.reference, display(target.reference or "")])),
+        account=account or None,
+        currency=target.currency,
+    )
+    proposal = one(statement_line, invoices)
+    assert proposal.auto
+    assert allocated(proposal) == {target.id: target.amount_due_minor}
+
+
+@PROPERTY
+@given(statements())
+def test_a_payers_known_account_never_posts_to_another_customers_invoice(world) -> None:
+    invoices, lines, threshold = world
+    # Accounts the matcher knows: those on the open invoices.
+    customer_of_account = {
+        account: item.customer_id for item in invoices for account in item.payer_accounts
+    }
+    owner = {item.id: item.customer_id for item in invoices}
+    for statement_line, proposal in zip(lines, match_lines(lines, invoices, threshold=threshold),
+                                        strict=True):  # fmt: skip
+        payer = customer_of_account.get(statement_line.payer_account or "")
+        if proposal.auto and payer is not None:
+            assert {owner[item.invoice_id] for item in proposal.allocations} == {payer}
+
+
 def _cash_data():
     """bench/cash_data.py, the benchmark's generator: a statement with the truth of each line."""
     path = Path(__file__).resolve().parents[2] / "bench" / "cash_data.py"
