@@ -38,6 +38,7 @@ mistake fixed or a manager's approved override. *Warning*: worth a look but may 
     unbilled_usage      leakage     warning   usage events not billed (late or quarantined)
     unbilled_time       leakage     warning   approved time entries not billed
     anomaly             anomaly     warning   total far from the customer's trailing average
+                                              (median of the last 6 issued invoices)
 """
 
 from __future__ import annotations
@@ -373,7 +374,7 @@ class VerificationSettings:
 
     anomaly_percent: Decimal | None = Decimal(50)
     near_duplicate_days: int = 7
-    anomaly_history: int = 6  # trailing issued invoices averaged
+    anomaly_history: int = 6  # trailing issued invoices whose median is the usual total
     anomaly_min_history: int = 3  # fewer than this: no average worth comparing with
 
 
@@ -1210,9 +1211,7 @@ def _duplicate_po_lines(
         if po_line is None:
             continue
         earlier = seen.get(po_line.id)
-        if earlier is not None and _billed_again(
-            line.period, earlier.period, earlier.quantity, po_line
-        ):
+        if earlier is not None and _billed_again(line, earlier, po_line, delivered=True):
             findings.append(
                 Finding(
                     "duplicate_po_line",
@@ -1236,12 +1235,7 @@ def _duplicate_po_lines(
                     and o.amount > 0
                     and o.kind not in CORRECTION_KINDS
                     # A draft has delivered nothing yet: only its period can clash.
-                    and _billed_again(
-                        line.period,
-                        o.period,
-                        o.quantity if other.status != "draft" else None,
-                        po_line,
-                    )
+                    and _billed_again(line, o, po_line, delivered=other.status != "draft")
                 ),
                 None,
             )
@@ -1272,18 +1266,24 @@ def _duplicate_po_lines(
 
 
 def _billed_again(
-    period: Period | None,
-    before: Period | None,
-    quantity_before: Decimal | None,
+    line: DraftLine,
+    before: DraftLine | OtherLine,
     po_line: PurchaseOrderLine,
+    *,
+    delivered: bool,
 ) -> bool:
-    """A PO line is billed again when an earlier billing covered the same period, or (for a
-    line without periods, a delivery) when the earlier billing already took all of it."""
-    if period is not None and before is not None:
-        return period.overlaps(before)
-    if period is None and before is None:
-        return quantity_before is not None and quantity_before >= po_line.quantity
-    return False
+    """A PO line is billed again when an earlier billing already took all of it (a delivery
+    such as an installation), or billed the same subscription or usage for the same period
+    (a recurring fee). Two subscriptions drawing on one PO line in a month are not."""
+    if delivered and before.quantity is not None and before.quantity >= po_line.quantity:
+        return True
+    return (
+        line.period is not None
+        and before.period is not None
+        and line.period.overlaps(before.period)
+        and line.subscription_id == before.subscription_id
+        and line.usage_key == before.usage_key
+    )
 
 
 def _near_duplicates(
@@ -1339,7 +1339,14 @@ def _check_anomaly(
     )[-settings.anomaly_history :]
     if len(history) < settings.anomaly_min_history:
         return []
-    average = Decimal(sum(o.total_minor for o in history)) / len(history)
+    # The median: one exceptional invoice (an installation, a year's true-up) does not move it.
+    totals = sorted(o.total_minor for o in history)
+    middle = len(totals) // 2
+    average = (
+        Decimal(totals[middle])
+        if len(totals) % 2
+        else Decimal(totals[middle - 1] + totals[middle]) / 2
+    )
     if average <= 0:
         return []
     deviation = (Decimal(invoice.total_minor) - average) / average * 100
@@ -1353,8 +1360,8 @@ def _check_anomaly(
             Severity.WARNING,
             f"{invoice.label} totals {format_minor(invoice.total_minor, invoice.currency)}, "
             f"{_qty(abs(deviation).quantize(Decimal('0.1')))}% {direction} "
-            f"{invoice.customer_name}'s average of {shown_average} over the last "
-            f"{len(history)} invoices",
+            f"{invoice.customer_name}'s trailing average of {shown_average} (the median of "
+            f"the last {len(history)} invoices)",
             _where(invoice),
             f"a total more than {_qty(settings.anomaly_percent)}% away from the customer's "
             "usual is often a wrong quantity or price; check it before it goes out",

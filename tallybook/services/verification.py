@@ -9,6 +9,7 @@ draft): a blocking finding refuses the issue unless a billing manager approved a
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time as clock
 from collections import defaultdict
@@ -30,6 +31,7 @@ from tallybook.db.models import (
     Charge,
     Contract,
     ContractPrice,
+    CreditNote,
     CreditNoteLine,
     Customer,
     Discrepancy,
@@ -714,15 +716,25 @@ class _Loader:
         self.now = now
         self.as_of = local_date(now, org.timezone)
 
-    def _select(self, columns: Sequence[Any], column: Any, values: Iterable[Any], *where: Any):
+    def _select(
+        self,
+        columns: Sequence[Any],
+        column: Any,
+        values: Iterable[Any],
+        *where: Any,
+        join: Sequence[tuple[Any, Any]] = (),
+    ) -> list[Any]:
+        """Rows of the organisation whose `column` is among `values`, a chunk at a time."""
         values = sorted({v for v in values if v is not None})
         rows = []
         for chunk in _chunks(values):
-            rows += self.session.execute(
-                select(*columns).where(
-                    _org_of(columns[0]) == self.org.id, _among(self.session, column, chunk), *where
-                )
-            ).all()
+            query = select(*columns)
+            for model, onclause in join:
+                query = query.join(model, onclause)
+            query = query.where(
+                _org_of(columns[0]) == self.org.id, _among(self.session, column, chunk), *where
+            )
+            rows += self.session.execute(query).all()
         return rows
 
     def load_products(self) -> None:
@@ -757,12 +769,28 @@ class _Loader:
         ]
         invoices = {row.id: row for row in [*others, *targets]}
         # An invoice credited in full bills nothing any more: re-billing it is no duplicate.
+        wanted = set(self.invoice_ids)
         invoices = {
             i: row
             for i, row in invoices.items()
-            if i in set(self.invoice_ids) or not (0 < row.total_minor <= row.credited_minor)
+            if i in wanted or not (0 < row.total_minor <= row.credited_minor)
         }
-        lines = self._select(_LINE, InvoiceLine.invoice_id, invoices)
+        # Lines, charges and credits are found through the customers (a few thousand ids)
+        # rather than through tens of thousands of invoice ids.
+        of_invoices = (
+            Invoice.status != "void",
+            (Invoice.status == "draft")
+            | (func.coalesce(Invoice.issue_date, Invoice.billing_date) >= since)
+            | _among(self.session, Invoice.id, self.invoice_ids or [""]),
+        )
+        to_invoice = ((Invoice, Invoice.id == InvoiceLine.invoice_id),)
+        lines = [
+            line
+            for line in self._select(
+                _LINE, Invoice.customer_id, customer_ids, *of_invoices, join=to_invoice
+            )
+            if line.invoice_id in invoices
+        ]
         lines_of: dict[str, list[Any]] = defaultdict(list)
         for line in lines:
             lines_of[line.invoice_id].append(line)
@@ -777,8 +805,13 @@ class _Loader:
                     Charge.service_date,
                     Charge.organization_id,
                 ),
-                Charge.id,
-                (line.charge_id for line in lines),
+                Invoice.customer_id,
+                customer_ids,
+                *of_invoices,
+                join=(
+                    (InvoiceLine, InvoiceLine.charge_id == Charge.id),
+                    (Invoice, Invoice.id == InvoiceLine.invoice_id),
+                ),
             )
         }
         self.load_products()
@@ -796,8 +829,9 @@ class _Loader:
                 CreditNoteLine.organization_id,
                 CreditNoteLine.quantity,
             ),
-            CreditNoteLine.invoice_line_id,
-            (line.id for line in lines),
+            CreditNote.customer_id,
+            customer_ids,
+            join=((CreditNote, CreditNote.id == CreditNoteLine.credit_note_id),),
         ):
             credited[row.invoice_line_id] += row.quantity
         orders = self._select(_ORDER, PurchaseOrder.customer_id, customer_ids)
@@ -820,14 +854,21 @@ class _Loader:
                     PurchaseOrderConsumption.purchase_order_line_id,
                     PurchaseOrderConsumption.organization_id,
                 ),
-                PurchaseOrderConsumption.invoice_id,
-                (i for i, row in invoices.items() if row.status != "draft"),
+                PurchaseOrderConsumption.purchase_order_id,
+                (o.id for o in orders),
                 PurchaseOrderConsumption.kind == "invoice_issued",
             )
         }
         contracts = self._contracts(customer_ids)
-        entries = self._time_entries(customer_ids, charges, invoices)
-        reports = self._service_reports(customer_ids, charges, invoices)
+        # What the invoices being verified say they bill, looked up even when billed elsewhere.
+        wanted_ids = {row.id for row in targets}
+        own_charges = [
+            charges[line.charge_id]
+            for line in lines
+            if line.invoice_id in wanted_ids and line.charge_id in charges
+        ]
+        entries = self._time_entries(customer_ids, own_charges, invoices, since)
+        reports = self._service_reports(customer_ids, own_charges, invoices, since)
         self.days = {
             pooled.value.id: getattr(pooled.value, "work_date", None)
             or getattr(pooled.value, "service_date", None)
@@ -898,11 +939,14 @@ class _Loader:
             charge_ids = {line.charge_id for line in lines_of[invoice.id] if line.charge_id}
             named_entries = {i for f in own_lines for i in f.time_entry_ids}
             named_reports = {i for f in own_lines for i in f.service_report_ids}
-            purchase_orders = tuple(
-                self._purchase_order(row, order_lines[row.id], own_use.get(invoice.id, {}))
-                for row in orders
-                if row.customer_id == invoice.customer_id
-            )
+            if invoice.id in own_use:
+                purchase_orders = tuple(
+                    self._purchase_order(row, order_lines[row.id], own_use[invoice.id])
+                    for row in orders
+                    if row.customer_id == invoice.customer_id
+                )
+            else:
+                purchase_orders = tuple(pos_by_customer.get(invoice.customer_id, ()))
             contexts[invoice.id] = core.InvoiceContext(
                 purchase_orders=purchase_orders,
                 contracts=contracts.get(invoice.customer_id, ()),
@@ -1053,9 +1097,13 @@ class _Loader:
         return {k: tuple(v) for k, v in result.items()}
 
     def _time_entries(
-        self, customer_ids: set[str], charges: dict[str, Any], invoices: dict[str, Any]
+        self,
+        customer_ids: set[str],
+        charges: list[Any],
+        invoices: dict[str, Any],
+        since: date,
     ) -> dict[str, list[_Pooled]]:
-        named = {i for c in charges.values() for i in (c.details or {}).get("time_entry_ids", ())}
+        named = {i for c in charges for i in (c.details or {}).get("time_entry_ids", ())}
         columns = (
             TimeEntry.id,
             TimeEntry.organization_id,
@@ -1069,15 +1117,18 @@ class _Loader:
             TimeEntry.billed_invoice_id,
             TimeEntry.charge_id,
         )
+        # Unbilled entries, and those billed on the invoices compared (recent work).
         rows = {
             row.id: row
             for row in self._select(
-                columns, TimeEntry.customer_id, customer_ids, TimeEntry.billed_invoice_id.is_(None)
+                columns,
+                TimeEntry.customer_id,
+                customer_ids,
+                TimeEntry.billed_invoice_id.is_(None)
+                | (TimeEntry.work_date >= since - timedelta(days=62)),
             )
+            if row.billed_invoice_id is None or row.billed_invoice_id in invoices
         }
-        rows.update(
-            {row.id: row for row in self._select(columns, TimeEntry.billed_invoice_id, invoices)}
-        )
         rows.update({row.id: row for row in self._select(columns, TimeEntry.id, named - set(rows))})
         result: dict[str, list[_Pooled]] = defaultdict(list)
         for row in rows.values():
@@ -1099,11 +1150,13 @@ class _Loader:
         return result
 
     def _service_reports(
-        self, customer_ids: set[str], charges: dict[str, Any], invoices: dict[str, Any]
+        self,
+        customer_ids: set[str],
+        charges: list[Any],
+        invoices: dict[str, Any],
+        since: date,
     ) -> dict[str, list[_Pooled]]:
-        named = {
-            i for c in charges.values() for i in (c.details or {}).get("service_report_ids", ())
-        }
+        named = {i for c in charges for i in (c.details or {}).get("service_report_ids", ())}
         columns = (
             ServiceReport.id,
             ServiceReport.organization_id,
@@ -1122,15 +1175,11 @@ class _Loader:
                 columns,
                 ServiceReport.customer_id,
                 customer_ids,
-                ServiceReport.billed_invoice_id.is_(None),
+                ServiceReport.billed_invoice_id.is_(None)
+                | (ServiceReport.service_date >= since - timedelta(days=62)),
             )
+            if row.billed_invoice_id is None or row.billed_invoice_id in invoices
         }
-        rows.update(
-            {
-                row.id: row
-                for row in self._select(columns, ServiceReport.billed_invoice_id, invoices)
-            }
-        )
         rows.update(
             {row.id: row for row in self._select(columns, ServiceReport.id, named - set(rows))}
         )
@@ -1160,9 +1209,7 @@ class _Loader:
         product = self.products.get(line.product_id) if line.product_id else None
         period = None
         if line.period_start is not None and line.period_end is not None:
-            period = core.Period(
-                local_date(line.period_start, zone), local_date(line.period_end, zone)
-            )
+            period = core.Period(_day(line.period_start, zone), _day(line.period_end, zone))
             if period.end <= period.start:
                 period = core.Period.day(period.start)
         elif charge is not None and charge.service_date is not None:
@@ -1369,7 +1416,7 @@ class _Loader:
             items.append(
                 core.DueItem(
                     kind="time",
-                    id=_digest("time", customer_id, product_id or "", month),
+                    id=due_item_id("time", customer_id, product_id or "", month),
                     customer_id=customer_id,
                     customer_name=names.get(customer_id, ""),
                     description=f"{format(hours.normalize(), 'f')} hours of {what} in {month} "
@@ -1385,7 +1432,7 @@ class _Loader:
             items.append(
                 core.DueItem(
                     kind="usage",
-                    id=_digest("late", row.subscription_id, row.period_start.isoformat()),
+                    id=due_item_id("late", row.subscription_id, row.period_start.isoformat()),
                     customer_id=row.customer_id,
                     customer_name=names.get(row.customer_id, ""),
                     description=f"usage events of subscription {row.subscription_id} arrived "
@@ -1400,7 +1447,7 @@ class _Loader:
             items.append(
                 core.DueItem(
                     kind="usage",
-                    id=_digest("quarantine", row.customer_external_id or "", row.metric_code),
+                    id=due_item_id("quarantine", row.customer_external_id or "", row.metric_code),
                     customer_id=customer_id,
                     customer_name=names.get(customer_id, "") if customer_id else "",
                     description=f"{row.events} usage events of metric {row.metric_code} for "
@@ -1486,6 +1533,12 @@ _ORDER_LINE = (
 )
 
 
+@functools.lru_cache(maxsize=8192)
+def _day(instant: datetime, timezone: str) -> date:
+    """A period boundary as the customer's day: a run's lines share a few boundaries."""
+    return local_date(instant, timezone)
+
+
 def _flat(pools: dict[str, list[_Pooled]]) -> list[_Pooled]:
     return [pooled for values in pools.values() for pooled in values]
 
@@ -1506,7 +1559,7 @@ def _month(day: date) -> core.Period:
     return core.Period(start, end)
 
 
-def _digest(*parts: str) -> str:
+def due_item_id(*parts: str) -> str:
     return "due_" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 

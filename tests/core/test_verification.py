@@ -637,8 +637,8 @@ def test_a_total_far_from_the_trailing_average_warns() -> None:
     finding = only(verify_invoice(invoice, low), "anomaly")
     assert finding.severity is Severity.WARNING
     assert finding.what == (
-        "draft inv_draft totals 119.00 EUR, 60.3% below Kunde AG's average of 300.00 EUR over "
-        "the last 3 invoices"
+        "draft inv_draft totals 119.00 EUR, 60.3% below Kunde AG's trailing average of 300.00 "
+        "EUR (the median of the last 3 invoices)"
     )
     assert finding.expected == "within 50% of 300.00 EUR"
     strict = VerificationSettings(anomaly_percent=D(10))

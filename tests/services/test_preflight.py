@@ -379,8 +379,8 @@ def test_near_duplicate_and_anomaly_are_warnings_and_do_not_block(world: World) 
     [anomaly] = verification.verify_invoice(db, world.clerk, big.id).findings
     assert anomaly.check == "anomaly"
     assert anomaly.what == (
-        f"draft {big.id} totals 750.00 USD, 200% above Kunde AG's average of 250.00 USD over "
-        "the last 4 invoices"
+        f"draft {big.id} totals 750.00 USD, 200% above Kunde AG's trailing average of 250.00 "
+        "USD (the median of the last 4 invoices)"
     )
     organizations.update_settings(db, world.admin, {"anomaly_percent": None})
     assert verification.verify_invoice(db, world.clerk, big.id).findings == ()
