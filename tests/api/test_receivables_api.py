@@ -15,7 +15,8 @@ from test_api import _org, auth
 
 from tallybook.api.app import create_app
 from tallybook.services import customers, invoices, payments
-from tallybook.services.base import Actor, Database
+from tallybook.services.base import Actor, Database, Role
+from tallybook.services.organizations import create_api_key
 
 STEPS = [
     {"offset_days": -3, "name": "friendly reminder"},
@@ -37,12 +38,16 @@ def books(db: Database, admin: Actor) -> dict[str, str]:
         db, admin, {"legal_name": "Kivi Oy", "country": "FI", "currency": "EUR"}
     )
     ids = {"customer": customer.id}
+    # 10,000.00 is above the 1,000 threshold: another manager approves the admin's draft.
+    checker = create_api_key(db, admin, "second pair of eyes", "billing_manager")
+    manager = Actor(admin.organization_id, checker.id, Role.BILLING_MANAGER)
     for key, amount, day in (
         ("first", "10000.00", date(2026, 1, 5)),
         ("second", "500.00", date(2026, 2, 10)),
     ):
         draft = invoices.create_draft(db, admin, customer.id)
         invoices.add_line(db, admin, draft.id, {"description": "Audit", "unit_price": amount})
+        invoices.approve_invoice(db, manager, draft.id, "test books")
         issued = invoices.issue_invoice(db, admin, draft.id, issue_date=day)
         ids[key] = issued.id
         ids[f"{key}_number"] = issued.number
