@@ -26,7 +26,7 @@ from tallybook.core.audit_chain import (
     extend,
 )
 from tallybook.db.bulk import insert_rows
-from tallybook.db.models import AuditChainHead, AuditEvent
+from tallybook.db.models import AuditChainHead, AuditEvent, Organization
 
 _PENDING = "tallybook.audit_chain.pending"
 
@@ -106,10 +106,23 @@ def chain_pending(session: Session) -> None:
         else:
             by_organization[entry["organization_id"]].append(entry)
     now = datetime.now(UTC)
+    # Everything else of the transaction is written before the head is locked, so that while
+    # it holds the head it only writes its own audit rows and never waits for another lock.
+    session.flush()
+    postgresql = session.get_bind().dialect.name == "postgresql"
     with session.no_autoflush:
         # One organisation after another, in id order, so two transactions never deadlock.
         for organization_id in sorted(by_organization):
             entries = by_organization[organization_id]
+            if postgresql:
+                # The audit rows' foreign key share-locks the organisation; taken before the
+                # head, a transaction holding the organisation FOR UPDATE (a settings change)
+                # is waited for here, not while holding the head it will ask for at commit.
+                session.execute(
+                    select(Organization.id)
+                    .where(Organization.id == organization_id)
+                    .with_for_update(key_share=True, read=True)
+                )
             head = _locked_head(session, organization_id, now)
             links = extend(
                 ChainHead(head.last_sequence, head.last_hash, head.last_event_id),

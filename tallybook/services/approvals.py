@@ -706,7 +706,7 @@ def set_approval_rules(db: Database, actor: Actor, values: dict[str, Any]) -> di
             table[code] = format(parsed, "f")
         clean[subject_type] = table
     with db.transaction() as session:
-        org = session.get(Organization, actor.organization_id, with_for_update=True)
+        org = session.get(Organization, actor.organization_id, with_for_update={"key_share": True})
         assert org is not None
         names = [THRESHOLD_SETTINGS[s] for s in clean]
         before = snapshot(org, *names)

@@ -399,3 +399,61 @@ def test_head_rows_exist_only_for_organisations_with_events(db: Database) -> Non
             .where(AuditEvent.organization_id == admin.organization_id)
         )
     assert head is not None and head.last_sequence == count == 1
+
+
+def test_a_settings_change_and_another_commit_do_not_deadlock(postgres_db: Database) -> None:
+    """A transaction holding its organisation FOR UPDATE (settings) asks for the chain head at
+    commit; another one committing meanwhile must wait for it before taking the head, not
+    after (its audit rows' foreign key share-locks the organisation)."""
+    from tallybook.db.models import Organization
+
+    db = postgres_db
+    admin = make_org(db)
+    customer = customer_of(db, admin)
+    holding, go, failures = threading.Event(), threading.Event(), []
+
+    def settings_change() -> None:
+        try:
+            with db.transaction() as session:
+                org = session.get(Organization, admin.organization_id, with_for_update=True)
+                assert org is not None
+                org.name = "Renamed while another commits"
+                audit(session, admin, "organization.renamed", "organization", org.id)
+                session.flush()
+                holding.set()
+                assert go.wait(60)
+        except Exception as error:  # noqa: BLE001 - reported by the main thread
+            failures.append(error)
+
+    def other_commit() -> None:
+        try:
+            customers.update_customer(db, admin, customer.id, {"payment_terms_days": 21})
+        except Exception as error:  # noqa: BLE001 - reported by the main thread
+            failures.append(error)
+
+    first = threading.Thread(target=settings_change)
+    first.start()
+    assert holding.wait(60)
+    second = threading.Thread(target=other_commit)
+    second.start()
+    waiting = False
+    for _ in range(600):  # until the second transaction waits for a lock (or 60 s pass)
+        with db.engine.connect() as connection:
+            waiting = bool(
+                connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                        "current_database() AND wait_event_type = 'Lock'"
+                    )
+                ).scalar()
+            )
+        if waiting:
+            break
+        threading.Event().wait(0.1)
+    go.set()
+    first.join(60)
+    second.join(60)
+    assert waiting and failures == []
+    actions = [e.action for e in events_of(db, admin)]
+    assert actions[-2:] == ["organization.renamed", "customer.updated"]
+    assert audit_trail.verify_audit_chain(db, admin).report.ok
