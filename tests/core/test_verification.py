@@ -701,6 +701,20 @@ def test_every_kind_of_unbilled_item_warns_and_attaches_to_the_customers_draft()
     assert charge.actual == "not invoiced: 80.00 EUR"
     milestone = only(findings, "unbilled_milestone")
     assert milestone.where.contract_reference == "MSA-2026"
+    assert milestone.what == (
+        "MSA-2026: milestone Go-live: completed on 2026-01-01 and not invoiced (Kunde AG)"
+    )
+    assert only(findings, "unbilled_subscription").what == (
+        "Subscription to Pro: a billing period was due on 2026-01-01 and is on no invoice "
+        "(Kunde AG)"
+    )
+    assert only(findings, "unbilled_time").what == (
+        "6 hours of consulting in 2026-01: approved and not billed (Kunde AG)"
+    )
+    assert only(findings, "unbilled_usage").what == (
+        "12 usage events for metric api_calls wait in quarantine (Kunde AG)"
+    )
+    assert only(findings, "unbilled_time").where.time_entry_ids == ("te_1",)
     alone = unbilled_findings(items[:1], date(2026, 2, 1))
     assert alone[0].where.invoice_id is None and alone[0].where.subject_id == "subscription_1"
 

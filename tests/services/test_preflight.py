@@ -533,3 +533,58 @@ def test_amounts_on_discrepancies_are_exact(world: World) -> None:
         total = session.scalar(select(Invoice.total_minor).where(Invoice.id == draft.id))
     assert total == 6100  # 100000 x 0.00061 = 61.00
     assert Decimal("100000") * Decimal("0.00061") == Decimal("61.00000")
+
+
+def test_usage_that_arrived_after_its_period_was_invoiced_is_unbilled(world: World) -> None:
+    db = world.db
+    catalog.create_price(
+        db,
+        world.admin,
+        {
+            "code": "licence-monthly",
+            "product_id": world.licence.id,
+            "currency": "USD",
+            "terms": {"model": "flat", "amount": "99"},
+            "effective_from": datetime(2020, 1, 1, tzinfo=UTC),
+        },
+    )
+    plan = catalog.create_plan(
+        db,
+        world.admin,
+        {"code": "basic", "name": "Basic", "currency": "USD", "price_codes": ["licence-monthly"]},
+    )
+    subscription = subscriptions.create_subscription(
+        db,
+        world.admin,
+        {
+            "customer_id": world.customer.id,
+            "plan_id": plan.id,
+            "quantity": 1,
+            "start_at": datetime.now(UTC) - timedelta(days=2),
+        },
+    )
+    [draft_id] = billing.run_billing(db, world.admin, datetime.now(UTC)).invoice_ids
+    issued = invoices.issue_invoice(db, world.admin, draft_id)
+    from tallybook.db.models import LateUsagePeriod, SubscriptionPeriodInvoice
+
+    with db.transaction() as session:
+        guard = session.scalars(
+            select(SubscriptionPeriodInvoice).where(
+                SubscriptionPeriodInvoice.subscription_id == subscription.id
+            )
+        ).one()
+        # What ingestion records when an event lands in a period already invoiced.
+        session.add(
+            LateUsagePeriod(
+                subscription_id=subscription.id,
+                period_start=guard.period_start,
+                organization_id=world.admin.organization_id,
+                period_end=guard.period_end,
+                detected_at=datetime.now(UTC),
+            )
+        )
+    run = verification.verify_run(db, world.clerk)
+    [late] = [f for f in run.unattached if f.check == "unbilled_usage"]
+    assert late.severity.value == "warning"
+    assert f"usage events of subscription {subscription.id} arrived after" in late.what
+    assert f"was invoiced ({issued.number}) and are not billed yet" in late.what
