@@ -278,12 +278,10 @@ def resolve(
                     "with a credit note or a debit note",
                     field="resolution",
                 )
-            from tallybook.services.verification import _verify
+            from tallybook.services.verification import current_findings
 
-            still = _verify(session, actor, [invoice.id], utcnow(), leakage="none", record=False)
-            if row.source == "verification" and any(
-                f.key == row.fingerprint for f in still.invoices[0].findings
-            ):
+            still = current_findings(session, actor, invoice.id)
+            if row.source == "verification" and any(f.key == row.fingerprint for f in still):
                 raise Conflict(
                     f"the draft still shows this mistake ({row.what}); correct the draft first"
                 )

@@ -317,6 +317,15 @@ def check_at_issue(session: Session, actor: Actor, invoice: Invoice) -> None:
         )
 
 
+def current_findings(session: Session, actor: Actor, invoice_id: str) -> tuple[core.Finding, ...]:
+    """What the invoice shows now, in the caller's transaction, recording nothing."""
+    return (
+        _verify(session, actor, [invoice_id], utcnow(), leakage="none", record=False)
+        .invoices[0]
+        .findings
+    )
+
+
 def request_override(db: Database, actor: Actor, invoice_id: str, reason: str) -> dict[str, Any]:
     """Ask a billing manager (not the asker, not the draft's creator) to approve issuing a
     draft despite its blocking findings: one approval request per blocking finding, as it is
