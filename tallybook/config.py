@@ -40,3 +40,79 @@ def sqlite_path(url: str) -> Path | None:
     if url.startswith("sqlite:///"):
         return Path(url[len("sqlite:///") :])
     return None
+
+
+# -- distribution: SMTP, the outbox's retries, webhook secrets (services.email, .outbox,
+# .webhooks) ----------------------------------------------------------------------------------
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where e-mails go. The password comes from the environment only, never the database."""
+
+    host: str | None
+    port: int
+    security: str  # starttls | tls | none
+    username: str | None
+    password: str | None
+    timeout_seconds: float
+    # The sender when the organisation has not set its own `email_from`.
+    default_from: str | None
+
+    @classmethod
+    def from_env(cls) -> SmtpSettings:
+        security = os.environ.get("TALLYBOOK_SMTP_SECURITY", "starttls").strip().lower()
+        if security not in ("starttls", "tls", "none"):
+            raise ValueError(f"TALLYBOOK_SMTP_SECURITY: {security!r} is not starttls, tls or none")
+        default_port = {"starttls": 587, "tls": 465, "none": 25}[security]
+        return cls(
+            host=os.environ.get("TALLYBOOK_SMTP_HOST") or None,
+            port=int(_env_number("TALLYBOOK_SMTP_PORT", default_port)),
+            security=security,
+            username=os.environ.get("TALLYBOOK_SMTP_USERNAME") or None,
+            password=os.environ.get("TALLYBOOK_SMTP_PASSWORD") or None,
+            timeout_seconds=_env_number("TALLYBOOK_SMTP_TIMEOUT", 30.0),
+            default_from=os.environ.get("TALLYBOOK_SMTP_FROM") or None,
+        )
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How the outbox retries: backoff base and cap, attempts before giving up, how long a
+    claimed delivery may stay `sending` before it is presumed lost, the webhook timeout, and
+    how often the worker sweeps the outbox."""
+
+    backoff_seconds: float
+    backoff_cap_seconds: float
+    max_attempts: int
+    lease_seconds: float
+    webhook_timeout_seconds: float
+    sweep_seconds: int
+
+    @classmethod
+    def from_env(cls) -> DeliverySettings:
+        return cls(
+            backoff_seconds=_env_number("TALLYBOOK_DELIVERY_BACKOFF_SECONDS", 60.0),
+            backoff_cap_seconds=_env_number("TALLYBOOK_DELIVERY_BACKOFF_CAP_SECONDS", 21600.0),
+            max_attempts=int(_env_number("TALLYBOOK_DELIVERY_MAX_ATTEMPTS", 8)),
+            lease_seconds=_env_number("TALLYBOOK_DELIVERY_LEASE_SECONDS", 900.0),
+            webhook_timeout_seconds=_env_number("TALLYBOOK_WEBHOOK_TIMEOUT_SECONDS", 10.0),
+            sweep_seconds=max(1, min(59, int(_env_number("TALLYBOOK_WORKER_SWEEP_SECONDS", 5)))),
+        )
+
+
+def secret_keys() -> list[str]:
+    """TALLYBOOK_SECRET_KEY: Fernet keys, comma-separated, the first one encrypting (the others
+    still decrypt, for rotation). Empty: secrets cannot be stored."""
+    raw = os.environ.get("TALLYBOOK_SECRET_KEY", "")
+    return [part.strip() for part in raw.split(",") if part.strip()]

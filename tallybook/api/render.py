@@ -893,3 +893,72 @@ def billing_health(h: Any) -> dict[str, Any]:
             for f in h.failing
         ],
     }
+
+
+# -- distribution: deliveries (the outbox), webhook endpoints, delivery preferences ------------
+
+DELIVERY = (
+    "id",
+    "channel",
+    "status",
+    "document_type",
+    "document_id",
+    "document_number",
+    "customer_id",
+    "recipients",
+    "subject",
+    "endpoint_id",
+    "event_type",
+    "message_id",
+    "replay_of",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "last_status_code",
+    "last_response",
+    "sent_at",
+    "created_at",
+)
+DELIVERY_ATTEMPT = (
+    "attempt",
+    "outcome",
+    "status_code",
+    "response_excerpt",
+    "error",
+    "started_at",
+    "finished_at",
+)
+WEBHOOK_ENDPOINT = ("id", "url", "description", "events", "enabled", "created_at", "updated_at")
+
+
+def delivery(d: Any) -> dict[str, Any]:
+    data = row(d, DELIVERY)
+    data["einvoice"] = (d.details or {}).get("einvoice")
+    if d.channel == "webhook":
+        data["payload"] = d.payload
+    # The time of the next try only means something while it waits.
+    if d.status != "queued":
+        data["next_attempt_at"] = None
+    return data
+
+
+def delivery_view(view: Any) -> dict[str, Any]:
+    data = delivery(view.delivery)
+    data["attempt_log"] = [row(a, DELIVERY_ATTEMPT) for a in view.attempts]
+    return data
+
+
+def webhook_endpoint(e: Any, secret: str | None = None) -> dict[str, Any]:
+    data = row(e, WEBHOOK_ENDPOINT)
+    if secret is not None:
+        data["secret"] = secret  # shown once, at creation or rotation
+    return data
+
+
+def delivery_preferences(c: Any) -> dict[str, Any]:
+    return {
+        "customer_id": c.id,
+        "delivery_channel": c.delivery_channel,
+        "einvoice_attachment": c.einvoice_attachment,
+        "emails": list(c.emails or []),
+    }

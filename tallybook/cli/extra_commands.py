@@ -6,10 +6,12 @@ from tallybook.cli import (
     cash_application,  # noqa: F401
     collection,  # noqa: F401
     contract_terms,  # noqa: F401
+    deliveries,  # noqa: F401
     dunning,  # noqa: F401
     einvoices,  # noqa: F401
     purchase_orders,  # noqa: F401
     receivables,  # noqa: F401
     time_sheets,  # noqa: F401
     verification,  # noqa: F401
+    webhooks,  # noqa: F401
 )

@@ -573,6 +573,10 @@ def record_outcome(
             before=pending,
             after=attempt,
         )
+        if attempt.status != APPROVED:
+            from tallybook.services.outbox import payment_failed
+
+            payment_failed(session, attempt, invoice)
         session.flush()
         return _outcome(session, attempt, number, resent=claim.resent)
 

@@ -330,6 +330,9 @@ def create_credit_note(
             },
             after=note,
         )
+        from tallybook.services.outbox import credit_note_issued
+
+        credit_note_issued(session, note, invoice, customer)
     return note
 
 
@@ -598,6 +601,9 @@ def issue_debit_note(
         },
         after=note,
     )
+    from tallybook.services.outbox import debit_note_issued
+
+    debit_note_issued(session, note, invoice, customer, late_fee=late_fee)
     return note
 
 

@@ -54,6 +54,9 @@ FIELDS = (
     # Where e-invoices reach the customer (Peppol participant id: scheme and identifier).
     "electronic_address",
     "electronic_address_scheme",
+    # How documents reach the customer: e-mail or the portal only; which e-invoice goes along.
+    "delivery_channel",
+    "einvoice_attachment",
 )
 
 
@@ -112,6 +115,20 @@ def _clean(values: dict[str, Any], *, creating: bool) -> dict[str, Any]:
                 raise InvalidInput(f"{name}: must be text", field=name)
             # Blank clears it; the pair is checked together once both are known.
             clean[name] = (value or "").strip() or None
+    if "delivery_channel" in clean and clean["delivery_channel"] not in ("email", "portal"):
+        raise InvalidInput(
+            "delivery_channel: must be email or portal (portal: never e-mailed)",
+            field="delivery_channel",
+        )
+    if "einvoice_attachment" in clean:
+        choice = clean["einvoice_attachment"]
+        choice = None if choice in (None, "", "none") else choice
+        if choice not in (None, "ubl", "cii", "facturx"):
+            raise InvalidInput(
+                "einvoice_attachment: must be none, ubl, cii or facturx",
+                field="einvoice_attachment",
+            )
+        clean["einvoice_attachment"] = choice
     return clean
 
 

@@ -835,6 +835,10 @@ def _send(
         },
         after=reminder,
     )
+    # The reminder's e-mail (with the late fee's debit note) and webhooks, after the commit.
+    from tallybook.services.outbox import reminder_recorded
+
+    reminder_recorded(session, reminder, invoice, customer)
     return ReminderOutcome(
         reminder_id=reminder.id,
         invoice_id=invoice.id,

@@ -536,6 +536,10 @@ def issue_invoice(
             before=before,
             after=invoice,
         )
+        # The e-mail (per the customer's preferences) and webhooks, sent after the commit.
+        from tallybook.services.outbox import invoice_issued
+
+        invoice_issued(session, invoice, customer)
     return invoice
 
 
@@ -574,7 +578,12 @@ def _refresh_amount_due(invoice: Invoice) -> None:
     if invoice.status not in ("issued", "partially_paid", "paid"):
         return
     if invoice.amount_due_minor == 0:
+        settled_now = invoice.status != "paid"
         invoice.status = "paid"  # settled: by payment, customer credit or credit notes
+        if settled_now:
+            from tallybook.services.outbox import invoice_paid
+
+            invoice_paid(invoice)  # webhooks, in the settling transaction
     elif invoice.paid_minor > 0:
         invoice.status = "partially_paid"
     else:
@@ -652,6 +661,10 @@ def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> In
             before=before,
             after=invoice,
         )
+        if was != "draft":
+            from tallybook.services.outbox import invoice_voided
+
+            invoice_voided(session, invoice)
     return invoice
 
 

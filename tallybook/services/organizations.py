@@ -64,6 +64,9 @@ SETTINGS_FIELDS = {
         "bic",
         "contact_email",
     ),
+    # Distribution: who e-mails come from; the daily runs the job worker starts.
+    "email_from",
+    "scheduled_runs",
 }
 SELLER_TEXT_FIELDS = {
     "address_line1": 300,
@@ -175,6 +178,8 @@ def _validate_settings(values: dict[str, Any]) -> dict[str, Any]:
             raise InvalidInput("name: must not be empty", field=key)
         elif key in SELLER_TEXT_FIELDS or key in SELLER_CHECKS:
             value = _seller_detail(key, value)
+        elif key in ("email_from", "scheduled_runs"):
+            value = _distribution_setting(key, value)
         clean[key] = value
     return clean
 
@@ -416,3 +421,24 @@ def check_electronic_address_pair(row: Any) -> None:
         field = str(error).split(":", 1)[0]
         raise InvalidInput(str(error), field=field) from None
     row.electronic_address_scheme, row.electronic_address = address.scheme, address.value
+
+
+def _distribution_setting(key: str, value: Any) -> Any:
+    """email_from: an address, optionally with a display name ("Billing <billing@x.com>");
+    scheduled_runs: which daily runs the job worker starts (collection, dunning)."""
+    if key == "email_from":
+        from email.utils import parseaddr
+
+        text = str(value or "").strip()
+        if not text:
+            return None
+        address = parseaddr(text)[1]
+        if len(text) > 300 or not re.match(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$", address):
+            raise InvalidInput(f"email_from: {text!r} is not an e-mail address", field=key)
+        return text
+    runs = value or []
+    if not isinstance(runs, list) or any(run not in ("collection", "dunning") for run in runs):
+        raise InvalidInput(
+            "scheduled_runs: a list of daily runs, each collection or dunning", field=key
+        )
+    return sorted(set(runs))

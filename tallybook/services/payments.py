@@ -246,6 +246,9 @@ def apply_received(
         },
         after=payment,
     )
+    from tallybook.services.outbox import payment_received
+
+    payment_received(session, payment)
     return payment
 
 

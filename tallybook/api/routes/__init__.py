@@ -14,4 +14,6 @@ ROUTE_MODULES: tuple[str, ...] = (
     "audit",
     "approvals",
     "verification",
+    "deliveries",
+    "webhooks",
 )
