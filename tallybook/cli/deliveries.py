@@ -4,6 +4,7 @@ the sender address) and sending documents: `tallybook invoices|credit-notes|debi
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Any
 
 import typer
@@ -85,6 +86,9 @@ def worker(
                 f"{report.unknown} unknown, {report.recovered} recovered from a stopped worker"
             )
         return
+    # What the worker did goes to stderr: a line per sweep that sent something, and warnings.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("tallybook.jobs").setLevel(logging.INFO)
     queue = "PostgreSQL" if jobs.uses_postgres(url) else "in memory (SQLite)"
     typer.echo(f"worker: queue {queue}, concurrency {concurrency}; Ctrl+C stops it", err=True)
     jobs.run_worker(url, concurrency=concurrency)
