@@ -916,7 +916,7 @@ def _content(
         if reminder.fee_minor:
             text.append(f"Late fee charged: {_amount(reminder.fee_minor, reminder.currency)}")
         text += _pay_to(org, invoice.payment_reference)
-        attach = [("pdf:invoice", invoice.id)]
+        attach = [("pdf:dunning_letter", reminder.id), ("pdf:invoice", invoice.id)]
         if reminder.debit_note_id:
             attach.append(("pdf:debit_note", reminder.debit_note_id))
         return text, attach
@@ -996,9 +996,12 @@ def _statement(
     date_from = date.fromisoformat(details["from"])
     date_to = date.fromisoformat(details["to"])
     documents = _documents()
-    if documents is not None and hasattr(documents, "statement_pdf"):
-        rendered = documents.statement_pdf(db, actor, customer_id, date_from, date_to)
+    if documents is not None:
+        rendered = documents.document_pdf(
+            db, actor, "statement", customer_id, date_from=date_from, date_to=date_to
+        )
         return smtp.Attachment(rendered.file_name, rendered.media_type, rendered.content)
+    # Without the PDF renderer the statement goes as CSV.
     from tallybook.formats.receivables_reports import statement_csv
     from tallybook.services.receivables import customer_statement
 

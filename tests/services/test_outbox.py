@@ -244,8 +244,13 @@ def test_the_invoice_and_its_ubl_reach_the_smtp_server(db: Database, smtp_server
     assert files[ubl.file_name].get_payload(decode=True) == ubl.content
     pdfs = [part for part in files.values() if part.get_content_type() == "application/pdf"]
     if outbox._documents() is not None:
+        from io import BytesIO
+
+        from pypdf import PdfReader
+
         [pdf] = pdfs
-        assert pdf.get_payload(decode=True).startswith(b"%PDF")
+        text_of_pdf = PdfReader(BytesIO(pdf.get_payload(decode=True))).pages[0].extract_text()
+        assert invoice.number in text_of_pdf and "1,867.73" in text_of_pdf
     assert (mail.status, mail.attempts, mail.last_error) == ("sent", 1, None)
     assert mail.sent_at is not None
     [attempt] = attempts_of(db, mail.id)
