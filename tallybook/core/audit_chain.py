@@ -55,6 +55,9 @@ def canonical_value(value: Any) -> Any:
         return utc_text(value)
     if isinstance(value, date):
         return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        # A file (a logo) is recorded by its digest: the trail says which one, not its bytes.
+        return "sha256:" + hashlib.sha256(bytes(value)).hexdigest()
     if isinstance(value, Mapping):
         return {str(key): canonical_value(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -196,7 +196,7 @@ def snapshot(row: Base, *fields: str) -> dict[str, Any]:
     names = fields or tuple(
         attribute.key
         for attribute in sa_inspect(row).mapper.column_attrs
-        if attribute.key not in NOT_AUDITED
+        if attribute.key not in NOT_AUDITED and not attribute.deferred
     )
     return {name: canonical_value(getattr(row, name)) for name in names}
 

@@ -288,3 +288,8 @@ def test_any_swap_of_two_events_is_detected(count: int, first: int, second: int)
     report = check(events, head)
     assert report.first_break is not None
     assert report.first_break.kind in (ORDER_CHANGED, CONTENT_CHANGED)
+
+
+def test_files_are_recorded_by_their_digest() -> None:
+    logo = b"\x89PNG\r\n\x1a\n..."
+    assert canonical_value({"logo": logo}) == {"logo": "sha256:" + hashlib.sha256(logo).hexdigest()}
