@@ -11,6 +11,7 @@ document gives the same bytes every time.
 
 from __future__ import annotations
 
+import atexit
 import base64
 import hashlib
 import logging
@@ -50,6 +51,7 @@ __all__ = [
     "CommercialSheet",
     "DunningLetterSheet",
     "OverdueDocument",
+    "Sheet",
     "StatementSheet",
     "document_html",
     "payment_qr_payload",
@@ -119,6 +121,7 @@ class CommercialSheet:
     language: str = "en"
     branding: Branding = field(default_factory=Branding)
     draft: bool = False
+    void: bool = False
     explanations: tuple[str | None, ...] = ()
     settlement: str | None = None  # credit notes: customer_credit | reduce_amount_due
 
@@ -487,7 +490,8 @@ def _commercial_context(sheet: CommercialSheet) -> dict[str, Any]:
         facts.append((w("billing_date"), w.day(document.issue_date)))
     else:
         facts.append((w("number"), document.number))
-        facts.append((w("issue_date"), w.day(document.issue_date)))
+        date_label = "issue_date" if kind is DocumentKind.INVOICE else "document_date"
+        facts.append((w(date_label), w.day(document.issue_date)))
     if document.due_date is not None and kind is not DocumentKind.CREDIT_NOTE:
         facts.append((w("due_date"), w.day(document.due_date)))
     if document.buyer.identifier:
@@ -514,7 +518,7 @@ def _commercial_context(sheet: CommercialSheet) -> dict[str, Any]:
             facts=facts,
             branding=sheet.branding,
             account=document.payment_account,
-            watermark=w("draft") if sheet.draft else None,
+            watermark=w("draft") if sheet.draft else (w("void") if sheet.void else None),
         ),
         "doc": {
             "draft_note": w("draft_note") if sheet.draft else None,
@@ -903,6 +907,14 @@ _engine: _Engine | None = None
 _engine_lock = threading.Lock()
 
 
+@atexit.register
+def _drop_engine() -> None:
+    # Before the interpreter tears down cffi: WeasyPrint's font configuration cleans up its
+    # fontconfig objects when it is collected.
+    global _engine
+    _engine = None
+
+
 def _the_engine() -> _Engine:
     global _engine
     if _engine is None:
@@ -977,7 +989,10 @@ def _facturx_xmp() -> bytes:
 def _add_facturx_xmp(document: Any, pdf: Any) -> None:
     """Put the Factur-X properties into the XMP packet WeasyPrint wrote for PDF/A-3, inside
     its one rdf:RDF element (XMP allows only one)."""
-    reference = int(str(pdf.catalog["Metadata"]).split()[0])
+    pointer = pdf.catalog["Metadata"]
+    if isinstance(pointer, bytes):
+        pointer = pointer.decode()
+    reference = int(str(pointer).split()[0])
     stream = pdf.objects[reference]
     packet = b"".join(
         part if isinstance(part, bytes) else str(part).encode() for part in stream.stream
@@ -987,6 +1002,12 @@ def _add_facturx_xmp(document: Any, pdf: Any) -> None:
     if at < 0:  # pragma: no cover - WeasyPrint always writes one
         raise RuntimeError("the PDF/A metadata has no rdf:RDF element")
     stream.stream = [packet[:at] + _facturx_xmp() + packet[at:]]
+    # WeasyPrint lists the attachment in /AF once from the name tree and once as a file
+    # specification; it is one associated file.
+    if "AF" in pdf.catalog:
+        unique = list(dict.fromkeys(pdf.catalog["AF"]))
+        pdf.catalog["AF"].clear()
+        pdf.catalog["AF"].extend(unique)
 
 
 # -- many at once --------------------------------------------------------------------------------
