@@ -14,6 +14,7 @@ ROUTE_MODULES: tuple[str, ...] = (
     "audit",
     "approvals",
     "verification",
+    "documents",
     "deliveries",
     "webhooks",
 )
