@@ -7,6 +7,7 @@ from tallybook.cli import (
     collection,  # noqa: F401
     contract_terms,  # noqa: F401
     deliveries,  # noqa: F401
+    documents,  # noqa: F401
     dunning,  # noqa: F401
     einvoices,  # noqa: F401
     purchase_orders,  # noqa: F401

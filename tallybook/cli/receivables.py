@@ -181,7 +181,20 @@ def customers_statement(
     as_json: JsonOpt = False,
 ) -> None:
     """A customer's statement: opening balance, invoices, payments, credit and debit notes,
-    refunds and write-offs with the running balance, closing balance."""
+    refunds and write-offs with the running balance, closing balance. `--format pdf` writes
+    the printable statement (to --output, default its own name in this folder)."""
+    if format.strip().lower() == "pdf" and not as_json:
+        from tallybook.cli.documents import statement_pdf
+
+        statement_pdf(
+            customer_id,
+            _day_option(date_from, "--from"),
+            _day_option(date_to, "--to"),
+            currency,
+            output,
+            api_key,
+        )
+        return
     chosen = _format(format, as_json, output)
     start, end = _day_option(date_from, "--from"), _day_option(date_to, "--to")
     with _session(api_key) as (db, actor):
