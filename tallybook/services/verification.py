@@ -70,7 +70,7 @@ from tallybook.services.base import (
 OVERRIDE = "finding_override"
 _LOCK = "SELECT pg_advisory_xact_lock(7325005, hashtext(:org))"
 _CHUNK = 5000
-# A line whose product is sold by the hour bills time: its quantity is hours worked.
+# A line whose product is sold by the hour (and has time sheets) bills time: hours worked.
 HOUR_UNITS = frozenset({"h", "hr", "hrs", "hour", "hours"})
 # Issued invoices further back than this are not compared with (duplicates, anomaly).
 HISTORY_DAYS = 400
@@ -831,6 +831,15 @@ class _Loader:
                 .distinct()
             )
         )
+        # Products the organisation keeps time sheets for: hours typed in for one of them are
+        # matched with the time sheets; where nobody records time, there is nothing to match.
+        self.time_products = frozenset(
+            self.session.scalars(
+                select(TimeEntry.product_id)
+                .where(TimeEntry.organization_id == self.org.id, TimeEntry.product_id.is_not(None))
+                .distinct()
+            )
+        )
         credited: dict[str, Decimal] = defaultdict(Decimal)
         for row in self._select(
             (
@@ -1230,7 +1239,9 @@ class _Loader:
             # A charge of time entries or service reports covers the days they were done.
             period = core.Period(min(worked), max(worked) + timedelta(days=1))
         by_the_hour = (
-            product is not None and (product.unit_label or "").strip().casefold() in HOUR_UNITS
+            product is not None
+            and (product.unit_label or "").strip().casefold() in HOUR_UNITS
+            and product.id in self.time_products
         )
         bills_time = bool(entry_ids) or (
             not report_ids

@@ -588,3 +588,38 @@ def test_usage_that_arrived_after_its_period_was_invoiced_is_unbilled(world: Wor
     assert late.severity.value == "warning"
     assert f"usage events of subscription {subscription.id} arrived after" in late.what
     assert f"was invoiced ({issued.number}) and are not billed yet" in late.what
+
+
+def test_hours_are_matched_only_where_time_sheets_are_kept(world: World) -> None:
+    db = world.db
+    advisory = catalog.create_product(
+        db, world.admin, {"code": "advisory", "name": "Advisory", "unit_label": "hours"}
+    )
+    draft = world.draft(
+        world.clerk,
+        {
+            "description": "Advisory",
+            "product_id": advisory.id,
+            "quantity": "14.5",
+            "unit_price": "150",
+        },
+        po_number=None,
+    )
+    # Nobody records time for advisory work: nothing to match the 14.5 hours with.
+    assert verification.verify_invoice(db, world.clerk, draft.id).findings == ()
+    entry = time_sheets.create_time_entry(
+        db,
+        world.clerk,
+        {
+            "customer_id": world.customer.id,
+            "worker": "Ana",
+            "work_date": (date.today() - timedelta(days=40)).isoformat(),
+            "hours": "2",
+            "product_id": advisory.id,
+        },
+    )
+    assert entry.status == "draft"
+    # Once time is kept for it, typed-in hours must match the month's approved time.
+    [finding] = verification.verify_invoice(db, world.clerk, draft.id).findings
+    assert (finding.check, finding.severity.value) == ("time_hours", "blocking")
+    assert "bills 14.5 hours but the approved time sheets show 0" in finding.what
