@@ -709,6 +709,10 @@ def _post_payments(
     insert_rows(session, JournalEntry, entry_rows)
     insert_rows(session, JournalLine, line_rows)
     audit_rows(session, events)  # chained with the rest of the transaction's events
+    # payment.received webhooks, in the same transaction (outbox).
+    from tallybook.services.outbox import payments_received
+
+    payments_received(session, org.id, payments)
     return posted, refused
 
 

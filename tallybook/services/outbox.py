@@ -30,6 +30,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from email.utils import parseaddr
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -132,6 +133,18 @@ def debit_note_issued(
 def payment_received(session: Session, payment: Any) -> None:
     webhooks.queue_event(
         session, payment.organization_id, "payment.received", webhooks.payment_data(payment)
+    )
+
+
+def payments_received(
+    session: Session, organization_id: str, rows: Sequence[dict[str, Any]]
+) -> None:
+    """Payments written as rows by a bulk path (cash application's sure matches)."""
+    webhooks.queue_events(
+        session,
+        organization_id,
+        "payment.received",
+        [webhooks.payment_data(SimpleNamespace(**row)) for row in rows],
     )
 
 

@@ -315,6 +315,13 @@ def queue_event(
     session: Session, organization_id: str, event_type: str, data: dict[str, Any]
 ) -> list[Delivery]:
     """One delivery per enabled endpoint of the organisation subscribed to the event."""
+    return queue_events(session, organization_id, event_type, [data])
+
+
+def queue_events(
+    session: Session, organization_id: str, event_type: str, datas: Sequence[dict[str, Any]]
+) -> list[Delivery]:
+    """Several events of one type (a bulk path): the endpoints are looked up once."""
     assert event_type in EVENT_TYPES, event_type
     endpoints = [
         endpoint
@@ -328,7 +335,10 @@ def queue_event(
     ]
     if not endpoints:
         return []
-    return _queue(session, organization_id, event_type, data, endpoints)
+    deliveries: list[Delivery] = []
+    for data in datas:
+        deliveries += _queue(session, organization_id, event_type, data, endpoints)
+    return deliveries
 
 
 def _queue(

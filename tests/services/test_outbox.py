@@ -611,3 +611,42 @@ def test_another_organisations_deliveries_are_not_found(db: Database) -> None:
     assert outbox.list_deliveries(db, intruder)[0] == []
     with db.reading() as session:
         assert session.execute(text("select 1")).scalar() == 1
+
+
+def test_payments_matched_from_a_bank_statement_are_told_too(db: Database) -> None:
+    from tallybook.formats.bank_statements.camt053_writer import Movement, write_camt053
+    from tallybook.services import cash_application
+
+    actor = seller_org(db)
+    webhooks.create_endpoint(
+        db,
+        actor,
+        {"url": "http://127.0.0.1:9/h", "events": ["payment.received", "invoice.paid"]},
+    )
+    invoice = issued_invoice(db, actor, german_customer(db, actor, emails=[]))
+    data = write_camt053(
+        [
+            Movement(
+                date(2026, 3, 9),
+                invoice.total_minor,
+                "EUR",
+                "Kunde GmbH",
+                "DE89370400440532013000",
+                None,
+                invoice.payment_reference,
+            )
+        ],
+        account="GB33BUKB20201555555555",
+        currency="EUR",
+        statement_id="STMT-OUTBOX",
+        created=date(2026, 3, 10),
+    )
+    cash_application.import_statement(db, actor, data, file_name="march.xml")
+    hooks = {d.event_type: d.payload["data"] for d in deliveries_of(db, actor)}
+    assert set(hooks) == {"payment.received", "invoice.paid"}
+    assert hooks["payment.received"]["amount_minor"] == invoice.total_minor == 186773
+    assert hooks["payment.received"]["source"] == "bank"
+    assert (hooks["invoice.paid"]["status"], hooks["invoice.paid"]["amount_due_minor"]) == (
+        "paid",
+        0,
+    )
