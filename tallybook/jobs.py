@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import procrastinate
@@ -174,19 +173,3 @@ def send_now(url: str) -> outbox.SendReport:
         return outbox.send_due(db)
     finally:
         db.dispose()
-
-
-def defer_sweep(url: str) -> bool:
-    """Ask the workers (PostgreSQL) to sweep the outbox now rather than at the next tick; False
-    when one is already waiting or there is no shared queue (SQLite)."""
-    if not uses_postgres(url):
-        return False
-    app = make_app(url)
-    with app.open():
-        try:
-            app.configure_task("tallybook.sweep_outbox").defer(
-                timestamp=int(datetime.now(UTC).timestamp())
-            )
-        except procrastinate.exceptions.AlreadyEnqueued:
-            return False
-    return True

@@ -33,7 +33,6 @@ def test_the_app_has_the_sweep_and_the_daily_runs(db: Database) -> None:
             assert "procrastinate_jobs" in list(tables)
         with app.open():
             assert app.check_connection()
-            assert jobs.defer_sweep(db.url) in (True, False)
 
 
 def test_an_organisation_that_opted_in_gets_its_daily_dunning_run(db: Database) -> None:
