@@ -1308,3 +1308,23 @@ class WebhookEndpoint(Base):
     secret_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+
+
+# -- customer portal links (issue 6, item 4) ----------------------------------------------------
+
+
+class PortalLink(Base):
+    """A signed, expiring link to a customer's portal. The token itself is never stored: it is
+    the signature (TALLYBOOK_SECRET_KEY) over this row's id, organisation, customer and expiry.
+    A link is refused once `revoked_at` is set; revoking all a customer's links sets them all."""
+
+    __tablename__ = "portal_links"
+    __table_args__ = (Index("ix_portal_links_org_customer", "organization_id", "customer_id"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    organization_id: Mapped[str] = org_fk()
+    customer_id: Mapped[str] = mapped_column(String(40), ForeignKey("customers.id"))
+    expires_at: Mapped[datetime]
+    created_by: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(40))

@@ -25,9 +25,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("brand_color", sa.String(length=7), nullable=True))
     # -- end of branding --
     _upgrade_outbox_and_webhooks()
+    _upgrade_portal_links()
 
 
 def downgrade() -> None:
+    _downgrade_portal_links()
     _downgrade_outbox_and_webhooks()
     # -- branding of PDF documents --
     with op.batch_alter_table("organizations", schema=None) as batch_op:
@@ -215,3 +217,46 @@ def _downgrade_outbox_and_webhooks() -> None:
     with op.batch_alter_table("organizations", schema=None) as batch_op:
         batch_op.drop_column("scheduled_runs")
         batch_op.drop_column("email_from")
+
+
+# -- customer portal links: signed, expiring, revocable (services.portal) ---------------------
+
+
+def _upgrade_portal_links() -> None:
+    moment = tallybook.db.types.UTCDateTime(timezone=True)
+    op.create_table(
+        "portal_links",
+        sa.Column("id", sa.String(length=40), nullable=False),
+        sa.Column("organization_id", sa.String(length=40), nullable=False),
+        sa.Column("customer_id", sa.String(length=40), nullable=False),
+        sa.Column("expires_at", moment, nullable=False),
+        sa.Column("created_by", sa.String(length=40), nullable=True),
+        sa.Column("created_at", moment, nullable=False),
+        sa.Column("revoked_at", moment, nullable=True),
+        sa.Column("revoked_by", sa.String(length=40), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["customer_id"],
+            ["customers.id"],
+            name=op.f("fk_portal_links_customer_id_customers"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_portal_links_organization_id_organizations"),
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_portal_links")),
+    )
+    with op.batch_alter_table("portal_links", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_portal_links_org_customer", ["organization_id", "customer_id"], unique=False
+        )
+        batch_op.create_index(
+            batch_op.f("ix_portal_links_organization_id"), ["organization_id"], unique=False
+        )
+
+
+def _downgrade_portal_links() -> None:
+    with op.batch_alter_table("portal_links", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_portal_links_organization_id"))
+        batch_op.drop_index("ix_portal_links_org_customer")
+    op.drop_table("portal_links")
