@@ -29,7 +29,6 @@ from typing import Any
 from babel import Locale
 from babel.dates import format_date
 from babel.numbers import format_currency, format_decimal, format_percent
-from markupsafe import Markup
 
 from tallybook.core.einvoice import (
     CommercialDocument,
@@ -41,7 +40,7 @@ from tallybook.core.einvoice import (
 from tallybook.core.money import from_minor
 from tallybook.core.receivables import CustomerStatement
 from tallybook.core.references import display as reference_display
-from tallybook.formats.epc_qr import CreditTransfer, EpcError, epc_payload, epc_qr_svg
+from tallybook.formats.epc_qr import CreditTransfer, EpcError, epc_payload, epc_qr_png
 from tallybook.formats.pdf_labels import LABELS, LANGUAGES
 
 __all__ = [
@@ -271,9 +270,6 @@ def _page(
     account: PaymentAccount | None,
     watermark: str | None = None,
 ) -> dict[str, Any]:
-    before, _, rest = w("page").partition("{page}")
-    between, _, after = rest.partition("{pages}")
-    color = branding.color if re.fullmatch(r"#[0-9a-fA-F]{6}", branding.color) else DEFAULT_COLOR
     return {
         "language": w.language,
         "title": title,
@@ -284,11 +280,7 @@ def _page(
         "facts": facts,
         "footer": _footer(seller, account, w),
         "logo": branding.logo_uri(),
-        "color": Markup(color),
         "watermark": watermark,
-        "page_label_before": Markup(_css_string(before)),
-        "page_label_between": Markup(_css_string(between)),
-        "page_label_after": Markup(_css_string(after)),
     }
 
 
@@ -321,8 +313,8 @@ def payment_qr_payload(document: CommercialDocument) -> str | None:
         return None  # an account the QR code cannot carry: the printed details still can
 
 
-def _svg_uri(svg: str) -> str:
-    return "data:image/svg+xml;base64," + base64.b64encode(svg.encode()).decode()
+def _qr_uri(payload: str) -> str:
+    return "data:image/png;base64," + base64.b64encode(epc_qr_png(payload)).decode()
 
 
 def _line_rows(sheet: CommercialSheet, w: _Words) -> list[dict[str, Any]]:
@@ -472,7 +464,7 @@ def _payment(sheet: CommercialSheet, w: _Words) -> dict[str, Any] | None:
         "title": w("payment"),
         "text": text,
         "account": account_rows,
-        "qr": _svg_uri(epc_qr_svg(payload)) if payload else None,
+        "qr": _qr_uri(payload) if payload else None,
         "qr_label": w("scan_to_pay"),
     }
 
@@ -673,7 +665,7 @@ def _dunning_context(sheet: DunningLetterSheet) -> dict[str, Any]:
                         text=None if reference else sheet.reference_number,
                     )
                 )
-                qr = _svg_uri(epc_qr_svg(payload))
+                qr = _qr_uri(payload)
             except EpcError:
                 qr = None
         payment = {"account": rows, "qr": qr, "qr_label": w("scan_to_pay")}
@@ -800,6 +792,21 @@ _TEMPLATE_OF = {
 }
 
 
+def _page_style(color: str, language: str) -> str:
+    """The stylesheet of one colour and language: brand colour, "Page 1 of 2" in words."""
+    if not re.fullmatch(r"#[0-9a-fA-F]{6}", color):
+        color = DEFAULT_COLOR
+    before, _, rest = LABELS[language]["page"].partition("{page}")
+    between, _, after = rest.partition("{pages}")
+    return (
+        f'@page {{ @bottom-right {{ content: "{_css_string(before)}" counter(page) '
+        f'"{_css_string(between)}" counter(pages) "{_css_string(after)}"; }} }}\n'
+        f"h1, .brand {{ color: {color}; }}\n"
+        f".lines thead th, .statement th, .overdue th {{ border-bottom-color: {color}; }}\n"
+        f".totals tr.grand td, .overdue tr.sum td {{ border-top-color: {color}; }}\n"
+    )
+
+
 class _LocalOnly:
     """Lets documents load data: URIs and the bundled fonts only. A logo's SVG can name any
     URL; nothing is fetched from the network or from elsewhere on the disk."""
@@ -829,8 +836,9 @@ thead { display: table-header-group; }
 tbody { display: table-row-group; }
 tr { display: table-row; }
 td, th { display: table-cell; }
-th { font-weight: bold; }
+th, b { font-weight: bold; }
 img { display: inline-block; }
+br::before { content: "\\A"; white-space: pre-line; }
 """
 
 
@@ -865,6 +873,24 @@ class _Engine:
                 return [defaults]
 
         self.document_class = TemplateHTML
+        self.styles: dict[tuple[str, str], Any] = {}
+        from fontTools.ttLib import TTFont
+
+        covered: set[int] = set()
+        for face in ("TallybookSans.ttf", "TallybookSans-Bold.ttf"):
+            with TTFont(TEMPLATES / "fonts" / face) as font:
+                covered |= set(font.getBestCmap())
+        self.covered = frozenset(covered | {9, 10, 13})
+
+    def style(self, color: str, language: str) -> Any:
+        from weasyprint import CSS
+
+        key = (color, language)
+        if key not in self.styles:
+            if len(self.styles) > 256:  # a few colours and three languages in practice
+                self.styles.clear()
+            self.styles[key] = CSS(string=_page_style(color, language))
+        return self.styles[key]
 
     def html(self, sheet: Sheet) -> str:
         template, context = _TEMPLATE_OF[type(sheet)]
@@ -874,9 +900,13 @@ class _Engine:
         from weasyprint import Attachment
 
         meta = _metadata(sheet)
+        html = self.html(sheet)
         document = self.document_class(
-            string=self.html(sheet), base_url=self.base_url, url_fetcher=self.fetcher
-        ).render(stylesheets=[self.css], font_config=self.fonts)
+            string=html, base_url=self.base_url, url_fetcher=self.fetcher
+        ).render(
+            stylesheets=[self.css, self.style(sheet.branding.color, meta.language)],
+            font_config=self.fonts,
+        )
         info = document.metadata
         info.title = meta.title
         info.authors = [meta.author]
@@ -885,7 +915,13 @@ class _Engine:
         info.created = info.modified = meta.w3c_date
         info.lang = meta.language
         info.keywords = []
-        options: dict[str, Any] = {"pdf_identifier": meta.identifier.encode()}
+        options: dict[str, Any] = {
+            "pdf_identifier": meta.identifier.encode(),
+            # The bundled fonts are small: embedding them whole is faster than subsetting
+            # them for every document. Text they do not cover is set in a system font,
+            # which is subset (embedding it whole would add megabytes).
+            "full_fonts": set(map(ord, html)) <= self.covered,
+        }
         if facturx_xml is None:
             return document.write_pdf(**options)
         moment = datetime(meta.day.year, meta.day.month, meta.day.day, tzinfo=UTC)

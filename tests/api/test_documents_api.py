@@ -195,7 +195,7 @@ def test_branding_through_the_api(client: TestClient, db: Database) -> None:
     assert r.json()["brand_color"] == "#0a5fff" and r.json()["logo"]["bytes"] == len(logo)
     pdf = client.get(f"/v1/invoices/{ids['invoice']}/pdf", headers=h).content
     reader = PdfReader(io.BytesIO(pdf))
-    assert len(reader.pages[0]["/Resources"]["/XObject"]) == 1  # the logo
+    assert len(reader.pages[0]["/Resources"]["/XObject"]) == 2  # the logo and the QR code
 
     svg = (
         b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 4 4">'

@@ -83,6 +83,18 @@ def qr_codes_of(content: bytes) -> list[str]:
     return found
 
 
+def brand_pixels(content: bytes, color: tuple[int, int, int]) -> int:
+    """How many pixels of the first page, drawn, are (nearly) the given colour."""
+    import pypdfium2
+
+    image = pypdfium2.PdfDocument(content)[0].render(scale=1).to_pil().convert("RGB")
+    return sum(
+        count
+        for count, pixel in image.getcolors(maxcolors=1 << 20)
+        if all(abs(a - b) < 40 for a, b in zip(pixel, color, strict=True))
+    )
+
+
 def images_of(content: bytes) -> int:
     reader = PdfReader(io.BytesIO(content))
     count = 0
@@ -394,9 +406,10 @@ def test_branding_colour_and_logo(db: Database) -> None:
     )
     sheet = documents.document_sheet(db, actor, "invoice", invoice.id)
     assert sheet.branding.color == "#00aa55" and sheet.branding.logo == png_logo()
-    html = pdf.document_html(sheet)
-    assert "color: #00aa55" in html and "data:image/png;base64," in html
-    assert images_of(pdf.render(sheet)) == 1  # the logo (the QR code is drawn as vectors)
+    assert "data:image/png;base64," in pdf.document_html(sheet)
+    rendered = pdf.render(sheet)
+    assert images_of(rendered) == 2  # the logo and the QR code
+    assert brand_pixels(rendered, (0, 170, 85)) > 200  # the heading in the brand colour
 
     with pytest.raises(InvalidInput) as error:
         documents.update_branding(db, actor, brand_color="blue")

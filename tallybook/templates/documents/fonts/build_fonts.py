@@ -1,10 +1,11 @@
 """Build the two fonts PDF documents are set in: "Tallybook Sans" regular and bold.
 
-They are DejaVu Sans cut down to the scripts invoices are written in (Latin with its
-extensions, Greek, Cyrillic, the currency signs and typographic punctuation), without
-hinting, layout tables or glyph names. A small font keeps WeasyPrint's per-document font
-subsetting cheap, and a bundled one makes every machine set the same text the same way.
-The DejaVu licence asks a modified font to be renamed: hence the family name.
+They are DejaVu Sans cut down to the letters most invoices are written in (Latin with its
+extensions, the currency signs and typographic punctuation), without hinting, layout or math
+tables or glyph names; other scripts (Greek, Cyrillic...) fall back to the system's DejaVu.
+Small fonts can be embedded whole in every PDF, which is faster than subsetting them per
+document, and bundled ones make every machine set the same text the same way. The DejaVu
+licence asks a modified font to be renamed: hence the family name.
 
 Run once, from the repository root, on a machine with Debian's fonts-dejavu-core:
     .venv/bin/python tallybook/templates/documents/fonts/build_fonts.py
@@ -27,9 +28,8 @@ FACES = (
 )
 CODEPOINTS = [
     (0x0020, 0x007E),  # Basic Latin
-    (0x00A0, 0x024F),  # Latin-1, Latin Extended-A and -B (Polish, Czech, Romanian ș ț...)
-    (0x0370, 0x03FF),  # Greek
-    (0x0400, 0x045F),  # Cyrillic
+    (0x00A0, 0x017F),  # Latin-1 and Latin Extended-A (Polish, Czech, Hungarian, Turkish...)
+    (0x0218, 0x021B),  # Romanian s and t with comma below
     (0x1E9E, 0x1E9E),  # capital sharp s
     (0x2009, 0x200A),  # thin and hair spaces
     (0x2010, 0x2027),  # dashes, quotes, bullet, ellipsis
@@ -47,7 +47,7 @@ def build(source: Path = SOURCE, target: Path = HERE) -> list[Path]:
     for original, name, style in FACES:
         options = subset.Options()
         options.layout_features = []
-        options.drop_tables += ["GSUB", "GPOS", "GDEF", "kern", "FFTM"]
+        options.drop_tables += ["GSUB", "GPOS", "GDEF", "kern", "FFTM", "MATH", "gasp"]
         options.hinting = False
         options.glyph_names = False
         options.notdef_outline = True
