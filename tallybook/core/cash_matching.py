@@ -129,7 +129,7 @@ _CONTRADICT, _NO_SUPPORT, _NAME, _ACCOUNT = 0, 1, 2, 3
 
 _WORD = re.compile(r"[0-9A-Z]+")
 _RUN = re.compile(r"[A-Z]+|[0-9]+")
-_LETTERS = re.compile(r"[A-Z]*")
+_DIGIT = re.compile(r"[0-9]")
 _RF_HEAD = re.compile(r"RF[0-9]{2}")
 _RF_MAX = 25
 _NOT_RECEIVED = ("not money received: nothing to apply",)
@@ -240,8 +240,8 @@ def _number_keys(number: str) -> tuple[str, str, str | None]:
 
 def _lead(word: str) -> str:
     """What a word that starts an invoice number begins with: its letters, else 3 digits."""
-    letters = _LETTERS.match(word)
-    return letters.group() if letters and letters.end() else word[:3]
+    letters = len(word) - len(word.lstrip(string.ascii_uppercase))
+    return word[:letters] if letters else word[:3]
 
 
 def _rf_valid(text: str) -> bool:
@@ -643,6 +643,7 @@ class _Book:
         self.letter_leads: set[str] = set()  # ...and those that begin with letters
         compact_lengths: set[int] = set()
         self.bare_lengths: set[int] = set()
+        self.numbers_have_digits = True
         reference_lengths: set[int] = set()
         latest: dict[str, tuple[date, str, str]] = {}
         accounts_seen: set[tuple[str, frozenset[str]]] = set()
@@ -661,6 +662,8 @@ class _Book:
             self.remaining.append(invoice.amount_due_minor)
             compact, unpadded, bare = _number_keys(invoice.number)
             self.compact.append(compact)
+            if compact.isalpha():
+                self.numbers_have_digits = False
             for key in (compact, unpadded, bare):
                 if key:
                     self.by_number.setdefault(key, []).append(index)
@@ -710,6 +713,8 @@ class _Book:
             self.closed_of.setdefault(invoice.customer_id, []).append(index)
             compact, unpadded, bare = _number_keys(invoice.number)
             self.closed_compact.append(compact)
+            if compact.isalpha():
+                self.numbers_have_digits = False
             for key in (compact, unpadded, bare):
                 if key:
                     self.closed_by_number.setdefault(key, []).append(index)
@@ -832,6 +837,8 @@ class _Book:
         for document in line.referred_documents:
             segments.append(("referred document", document))
         for source, text in segments:
+            if self.numbers_have_digits and not _DIGIT.search(text):
+                continue  # no reference or invoice number of ours is without digits
             scan = _Scan(self, text, source, payers[:MAX_PAYER_CUSTOMERS])
             mentions.extend(scan.mentions)
             notes.extend(scan.notes)
