@@ -9,7 +9,8 @@ PDF and Factur-X use the batch API (`services.documents.document_sheet` / `factu
 load, then `render_documents`, which renders across --workers processes); the figures are
 end to end: loading each document from the database and rendering it. UBL is built one by
 one in this process (`einvoice_for` + `to_ubl`). --profile prints a pyinstrument profile of
-rendering 30 invoices in this process.
+rendering 30 invoices in this process. Besides the rates, the JSON gives the CPU time per
+document and the load average: on a machine shared with other work, the rates fall with it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -171,6 +173,13 @@ def build(db: Database, count: int, seed: int = 6) -> tuple[Actor, list[str]]:
     return actor, ids
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of the finished worker processes, user and system."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+
 def profile(db: Database, actor: Actor, ids: list[str]) -> None:
     from pyinstrument import Profiler
 
@@ -215,18 +224,18 @@ def main() -> None:
         ubl_seconds = time.perf_counter() - started
         log(f"UBL: {len(ids)} in {ubl_seconds:.2f} s")
 
-        started = time.perf_counter()
-        sheets = [documents.document_sheet(db, actor, "invoice", i) for i in ids]
-        loaded = time.perf_counter() - started
+        started, cpu = time.perf_counter(), cpu_seconds()
+        sheets = (documents.document_sheet(db, actor, "invoice", i) for i in ids)
         pdfs = documents.render_documents(sheets, workers=options.workers)
         pdf_seconds = time.perf_counter() - started
-        pages = sum(pdf.count(b"/Type /Page\n") + pdf.count(b"/Type /Page>") for pdf in pdfs)
-        log(f"PDF: {len(pdfs)} in {pdf_seconds:.2f} s (loading {loaded:.2f} s)")
+        pdf_cpu = cpu_seconds() - cpu
+        log(f"PDF: {len(pdfs)} in {pdf_seconds:.2f} s, {pdf_cpu:.1f} CPU seconds")
 
-        started = time.perf_counter()
-        jobs = [documents.facturx_job(db, actor, i) for i in ids]
+        started, cpu = time.perf_counter(), cpu_seconds()
+        jobs = (documents.facturx_job(db, actor, i) for i in ids)
         facturx = documents.render_documents(jobs, workers=options.workers)
         facturx_seconds = time.perf_counter() - started
+        facturx_cpu = cpu_seconds() - cpu
         log(f"Factur-X: {len(facturx)} in {facturx_seconds:.2f} s")
         db.dispose()
 
@@ -239,9 +248,10 @@ def main() -> None:
                 "pdf_count": len(pdfs),
                 "pdf_seconds": round(pdf_seconds, 2),
                 "pdf_per_s": round(len(pdfs) / pdf_seconds, 1),
-                "pdf_load_seconds": round(loaded, 2),
                 "pdf_mean_bytes": sum(map(len, pdfs)) // len(pdfs),
-                "pdf_pages_seen": pages,
+                # CPU time per document (loading, worker start-up and rendering): what the
+                # figure would be on cores nobody else uses is workers x 1000 / this.
+                "pdf_cpu_ms_per_doc": round(pdf_cpu / len(pdfs) * 1000, 1),
                 "ubl_count": len(ids),
                 "ubl_seconds": round(ubl_seconds, 2),
                 "ubl_per_s": round(len(ids) / ubl_seconds, 1),
@@ -249,6 +259,8 @@ def main() -> None:
                 "facturx_count": len(facturx),
                 "facturx_seconds": round(facturx_seconds, 2),
                 "facturx_per_s": round(len(facturx) / facturx_seconds, 1),
+                "facturx_cpu_ms_per_doc": round(facturx_cpu / len(facturx) * 1000, 1),
+                "load_average_1m": round(os.getloadavg()[0], 2),
                 "cpu_count": os.cpu_count(),
             }
         )

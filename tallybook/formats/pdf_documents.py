@@ -18,7 +18,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -1057,22 +1057,25 @@ def _render_job(job: tuple[Sheet, bytes | None]) -> bytes:
     return render_facturx(sheet, xml)
 
 
+def _render_batch(jobs: list[tuple[Sheet, bytes | None]]) -> list[bytes]:
+    return [_render_job(job) for job in jobs]
+
+
 def render_many(
-    jobs: Sequence[Sheet | tuple[CommercialSheet, bytes]],
+    jobs: Iterable[Sheet | tuple[CommercialSheet, bytes]],
     *,
     workers: int | None = None,
     chunk: int = 8,
 ) -> list[bytes]:
     """Render many documents across processes (one WeasyPrint per core), in order.
 
-    A job is a sheet (its PDF) or (sheet, CII XML) for a Factur-X invoice. One worker, or a
-    handful of documents, renders in this process.
+    A job is a sheet (its PDF) or (sheet, CII XML) for a Factur-X invoice. Jobs are handed
+    out in chunks as they come, so a generator that loads them from the database keeps
+    loading while the first chunks render. One worker renders in this process.
     """
-    prepared: list[tuple[Sheet, bytes | None]] = [
-        job if isinstance(job, tuple) else (job, None) for job in jobs
-    ]
     count = workers if workers is not None else (os.cpu_count() or 1)
-    if count <= 1 or len(prepared) <= chunk:
+    prepared = (job if isinstance(job, tuple) else (job, None) for job in jobs)
+    if count <= 1:
         return [_render_job(job) for job in prepared]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -1080,7 +1083,16 @@ def render_many(
     # Spawned, not forked: the caller may hold database connections and threads.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
-        return list(pool.map(_render_job, prepared, chunksize=chunk))
+        futures = []
+        batch: list[tuple[Sheet, bytes | None]] = []
+        for job in prepared:
+            batch.append(job)
+            if len(batch) == chunk:
+                futures.append(pool.submit(_render_batch, batch))
+                batch = []
+        if batch:
+            futures.append(pool.submit(_render_batch, batch))
+        return [content for future in futures for content in future.result()]
 
 
 def pay_by(letter_date: date, days: int = 7) -> date:

@@ -1,0 +1,176 @@
+"""The PDF renderer on its own (no database): amounts and dates as each language writes them,
+every amount of any rated invoice on the page, legal mentions, page numbers over several
+pages, escaping, fonts for other scripts, and the same bytes for the same document."""
+
+from __future__ import annotations
+
+import io
+import re
+import sys
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from babel.numbers import format_currency
+from hypothesis import given, settings
+from pypdf import PdfReader
+
+from tallybook.core.einvoice import (
+    DocumentKind,
+    LineFacts,
+    Party,
+    PaymentAccount,
+    PostalAddress,
+    build_document,
+)
+from tallybook.core.money import from_minor
+from tallybook.core.references import creditor_reference
+from tallybook.formats import pdf_documents as pdf
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
+from test_einvoice import issued  # noqa: E402
+
+D = Decimal
+SELLER = Party(
+    "Northwind Cloud GmbH",
+    PostalAddress("Friedrichstraße 10", None, "Berlin", "10117", None, "DE"),
+    vat_id="DE136695976",
+)
+BUYER = Party(
+    "Kunde GmbH",
+    PostalAddress("Hauptstr. 1", None, "Berlin", "10115", None, "DE"),
+    identifier="c-1",
+)
+ACCOUNT = PaymentAccount("DE44500105175407324931", "INGDDEFFXXX", "Northwind Cloud GmbH")
+
+
+def invoice(lines, *, buyer=BUYER, currency="EUR", **options):
+    total = sum(line.net_minor + line.tax_minor for line in lines)
+    return build_document(
+        kind=options.pop("kind", DocumentKind.INVOICE),
+        number="INV-2026-000042",
+        issue_date=date(2026, 3, 2),
+        currency=currency,
+        seller=SELLER,
+        buyer=buyer,
+        lines=lines,
+        expected_total_minor=total,
+        due_date=date(2026, 4, 1),
+        payment_reference=creditor_reference("INV-2026-000042"),
+        payment_account=ACCOUNT,
+        **options,
+    )
+
+
+def text_of(content: bytes) -> str:
+    reader = PdfReader(io.BytesIO(content))
+    text = " ".join(page.extract_text() for page in reader.pages)
+    return " ".join(re.sub(r"[\u00a0\u202f]", " ", text).split())
+
+
+ONE_LINE = [LineFacts("Consulting", D(1), 123456, tax_minor=23457, tax_percent=D(19))]
+
+
+@pytest.mark.parametrize(
+    ("language", "total", "day"),
+    [
+        ("de", "1.469,13 €", "02.03.2026"),
+        ("en", "€1,469.13", "Mar 2, 2026"),
+        ("fr", "1 469,13 €", "2 mars 2026"),
+    ],
+)
+def test_amounts_and_dates_in_each_language(language: str, total: str, day: str) -> None:
+    text = text_of(pdf.render(pdf.CommercialSheet(invoice(ONE_LINE), language)))
+    assert total in text and day in text
+
+
+def test_yen_have_no_decimals() -> None:
+    lines = [LineFacts("Seats", D(20), 24000)]
+    text = text_of(pdf.render(pdf.CommercialSheet(invoice(lines, currency="JPY"), "en")))
+    assert "¥24,000" in text and "¥24,000.00" not in text
+    # no QR code: the EPC code is for euros only
+    assert pdf.payment_qr_payload(invoice(lines, currency="JPY")) is None
+
+
+def test_reverse_charge_and_exemption_are_mentioned() -> None:
+    lines = [LineFacts("Audit", D(1), 50000)]
+    reverse = invoice(lines, treatment="reverse_charge")
+    assert "Reverse charge: VAT is to be accounted for by the recipient" in text_of(
+        pdf.render(pdf.CommercialSheet(reverse, "en"))
+    )
+    exempt = invoice(lines, treatment="exempt", exemption_note="§ 4 Nr. 21 UStG")
+    german = text_of(pdf.render(pdf.CommercialSheet(exempt, "de")))
+    assert "Steuerfrei: § 4 Nr. 21 UStG." in german
+
+
+def test_many_lines_run_over_pages_with_their_numbers() -> None:
+    lines = [
+        LineFacts(f"Usage item {n}", D(n), 1000 * n, tax_minor=190 * n, tax_percent=D(19))
+        for n in range(1, 61)
+    ]
+    content = pdf.render(pdf.CommercialSheet(invoice(lines), "en"))
+    reader = PdfReader(io.BytesIO(content))
+    pages = len(reader.pages)
+    assert pages >= 3
+    for number, page in enumerate(reader.pages, start=1):
+        page_text = " ".join(page.extract_text().split())
+        assert f"Page {number} of {pages}" in page_text
+        assert "Description" in page_text  # the lines' header repeats on every page
+
+
+def test_markup_in_names_is_printed_not_obeyed() -> None:
+    buyer = Party(
+        "<b>Evil</b> & Co", PostalAddress("<script>x</script>", None, None, None, None, "DE")
+    )
+    html = pdf.document_html(pdf.CommercialSheet(invoice(ONE_LINE, buyer=buyer), "en"))
+    assert "&lt;b&gt;Evil&lt;/b&gt; &amp; Co" in html and "<script>" not in html
+
+
+def test_other_scripts_fall_back_to_a_system_font_and_stay_deterministic() -> None:
+    buyer = Party("Ελληνική Εταιρεία ΑΕ", PostalAddress("Οδός 1", None, "Αθήνα", None, None, "GR"))
+    sheet = pdf.CommercialSheet(invoice(ONE_LINE, buyer=buyer), "en")
+    first, second = pdf.render(sheet), pdf.render(sheet)
+    assert first == second
+    assert "Ελληνική Εταιρεία ΑΕ" in text_of(first)
+
+
+def test_a_draft_is_never_factur_x() -> None:
+    with pytest.raises(ValueError):
+        pdf.render_facturx(pdf.CommercialSheet(invoice(ONE_LINE), draft=True), b"<x/>")
+
+
+@settings(max_examples=60, deadline=None)
+@given(issued(max_lines=8))
+def test_every_amount_of_any_rated_invoice_is_on_the_page(case) -> None:
+    """The page shows each line's amount, the VAT breakdown and every total of the model, in
+    the language's own notation (checked on the HTML the PDF is set from)."""
+    currency, treatment, facts, totals, _ = case
+    document = build_document(
+        kind=DocumentKind.INVOICE,
+        number="INV-1",
+        issue_date=date(2026, 3, 2),
+        currency=currency,
+        seller=SELLER,
+        buyer=BUYER,
+        lines=facts,
+        treatment=treatment.value,
+        expected_total_minor=totals.total_minor,
+    )
+    for language in ("de", "en", "fr"):
+        html = pdf.document_html(pdf.CommercialSheet(document, language))
+
+        def shown(minor: int, language: str = language) -> str:
+            return format_currency(from_minor(minor, currency), currency, locale=language)
+
+        for line in document.lines:
+            assert shown(line.net_minor) in html
+        for row in document.vat_breakdown:
+            assert shown(row.taxable_minor) in html and shown(row.tax_minor) in html
+        for minor in (
+            document.line_total_minor,
+            document.tax_exclusive_minor,
+            document.tax_minor,
+            document.tax_inclusive_minor,
+        ):
+            assert shown(minor) in html
