@@ -16,6 +16,7 @@ import base64
 import hashlib
 import logging
 import os
+import posixpath
 import re
 import threading
 from collections.abc import Iterable
@@ -815,11 +816,16 @@ class _LocalOnly:
         from weasyprint.urls import URLFetcher
 
         self._fetcher = URLFetcher(allowed_protocols={"data", "file"})
-        self._root = TEMPLATES.as_uri() + "/"
+        self._root_path = str(TEMPLATES) + "/"
 
     def fetch(self, url: str, headers: Any = None) -> Any:
-        if not (url.startswith("data:") or url.startswith(self._root)):
-            raise ValueError(f"not loaded in a PDF document: {url[:80]}")
+        if not url.startswith("data:"):
+            from urllib.parse import unquote, urlsplit
+
+            parts = urlsplit(url)
+            path = posixpath.normpath(unquote(parts.path))
+            if parts.scheme != "file" or not (path + "/").startswith(self._root_path):
+                raise ValueError(f"not loaded in a PDF document: {url[:80]}")
         return self._fetcher.fetch(url, headers)
 
     __call__ = fetch

@@ -174,3 +174,18 @@ def test_every_amount_of_any_rated_invoice_is_on_the_page(case) -> None:
             document.tax_inclusive_minor,
         ):
             assert shown(minor) in html
+
+
+def test_documents_load_nothing_but_their_own_fonts_and_data() -> None:
+    fetcher = pdf._LocalOnly()
+    root = pdf.TEMPLATES.as_uri()
+    assert fetcher.fetch(root + "/fonts/TallybookSans.ttf") is not None
+    assert fetcher.fetch("data:image/png;base64,iVBORw0KGgo=") is not None
+    for url in (
+        root + "/../../../../../../etc/passwd",
+        "file:///etc/passwd",
+        "http://example.com/logo.png",
+        "https://example.com/font.woff",
+    ):
+        with pytest.raises(ValueError):
+            fetcher.fetch(url)
