@@ -116,3 +116,15 @@ def secret_keys() -> list[str]:
     still decrypt, for rotation). Empty: secrets cannot be stored."""
     raw = os.environ.get("TALLYBOOK_SECRET_KEY", "")
     return [part.strip() for part in raw.split(",") if part.strip()]
+
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+
+
+def public_url() -> str:
+    """TALLYBOOK_PUBLIC_URL: where customers reach this server (customer portal links are
+    built on it), without a trailing slash."""
+    url = (os.environ.get("TALLYBOOK_PUBLIC_URL") or DEFAULT_PUBLIC_URL).strip().rstrip("/")
+    if not url.startswith(("http://", "https://")) or "?" in url or "#" in url:
+        raise ValueError(f"TALLYBOOK_PUBLIC_URL: {url!r} is not an http(s) base URL")
+    return url

@@ -731,6 +731,10 @@ def create_app(db: Database | None = None) -> FastAPI:
     app.include_router(v1)
     for name in ROUTE_MODULES:
         app.include_router(importlib.import_module(f"tallybook.api.routes.{name}").router)
+    # The customer portal: HTML pages opened by a signed link, outside the OpenAPI document.
+    from tallybook.api.portal import create_portal_app
+
+    app.mount("/portal", create_portal_app(database))
     # Documentation-only models of the event routes, which parse their bodies themselves.
     base_openapi = app.openapi
 

@@ -962,3 +962,24 @@ def delivery_preferences(c: Any) -> dict[str, Any]:
         "einvoice_attachment": c.einvoice_attachment,
         "emails": list(c.emails or []),
     }
+
+
+PORTAL_LINK = (
+    "id",
+    "customer_id",
+    "expires_at",
+    "created_at",
+    "created_by",
+    "revoked_at",
+    "revoked_by",
+)
+
+
+def portal_link(link: Any, url: str | None = None) -> dict[str, Any]:
+    from tallybook.services.portal import link_status
+
+    data = row(link, PORTAL_LINK)
+    data["status"] = link_status(link)
+    if url is not None:
+        data["url"] = url  # shown when the link is made; stored nowhere
+    return data

@@ -17,4 +17,5 @@ ROUTE_MODULES: tuple[str, ...] = (
     "documents",
     "deliveries",
     "webhooks",
+    "portal_links",
 )
