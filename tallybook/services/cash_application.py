@@ -47,6 +47,7 @@ from tallybook.formats.bank_statements import (
     StatementLine,
     parse_statements,
 )
+from tallybook.runtime import throughput_gc
 from tallybook.services.base import (
     WRITERS,
     Actor,
@@ -129,6 +130,19 @@ def import_statement(
     actor.require(*WRITERS, action="import bank statements")
     if isinstance(mapping, dict):
         mapping = csv_mapping(mapping)
+    with throughput_gc():  # a large statement allocates millions of short-lived objects
+        return _import(db, actor, data, file_name=file_name, format=format, mapping=mapping)
+
+
+def _import(
+    db: Database,
+    actor: Actor,
+    data: bytes,
+    *,
+    file_name: str,
+    format: str | None,
+    mapping: CsvMapping | None,
+) -> StatementImport:
     try:
         statements = parse_statements(data, format or None, mapping)
     except StatementError as error:
