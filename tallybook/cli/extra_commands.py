@@ -10,6 +10,7 @@ from tallybook.cli import (
     documents,  # noqa: F401
     dunning,  # noqa: F401
     einvoices,  # noqa: F401
+    portal,  # noqa: F401
     purchase_orders,  # noqa: F401
     receivables,  # noqa: F401
     time_sheets,  # noqa: F401

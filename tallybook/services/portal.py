@@ -320,11 +320,16 @@ def list_portal_links(db: Database, actor: Actor, customer_id: str) -> list[Port
         )
 
 
-def revoke_portal_link(db: Database, actor: Actor, link_id: str) -> PortalLink:
-    """Withdraw one link: it opens nothing from now on. Revoking twice changes nothing."""
+def revoke_portal_link(
+    db: Database, actor: Actor, link_id: str, *, customer_id: str | None = None
+) -> PortalLink:
+    """Withdraw one link (of `customer_id`, when given): it opens nothing from now on.
+    Revoking twice changes nothing."""
     actor.require(*WRITERS, action="revoke customer portal links")
     with db.transaction() as session:
         link = get_owned(session, PortalLink, link_id, actor, lock=True, label="portal link")
+        if customer_id is not None and link.customer_id != customer_id:
+            raise NotFound(f"portal link {link_id} not found for customer {customer_id}")
         if link.revoked_at is None:
             before = snapshot(link, "revoked_at", "revoked_by")
             link.revoked_at = utcnow()
