@@ -166,6 +166,7 @@ def create_endpoint(db: Database, actor: Actor, values: dict[str, Any]) -> Creat
             updated_at=now,
         )
         session.add(endpoint)
+        _forget_endpoints(session)
         session.flush()
         audit(
             session,
@@ -200,12 +201,14 @@ def update_endpoint(
             endpoint.url = _url(values["url"])
         if "events" in values:
             endpoint.events = _events(values["events"])
+            _forget_endpoints(session)
         if "description" in values:
             endpoint.description = _description(values["description"])
         if "enabled" in values:
             if not isinstance(values["enabled"], bool):
                 raise InvalidInput("enabled: must be true or false", field="enabled")
             endpoint.enabled = values["enabled"]
+            _forget_endpoints(session)
         endpoint.updated_at = utcnow()
         audit(
             session,
@@ -265,6 +268,7 @@ def delete_endpoint(db: Database, actor: Actor, endpoint_id: str) -> int:
             before=_audited(endpoint),
         )
         session.delete(endpoint)
+        _forget_endpoints(session)
     return len(waiting)
 
 
@@ -325,12 +329,7 @@ def queue_events(
     assert event_type in EVENT_TYPES, event_type
     endpoints = [
         endpoint
-        for endpoint in session.scalars(
-            select(WebhookEndpoint).where(
-                WebhookEndpoint.organization_id == organization_id,
-                WebhookEndpoint.enabled.is_(True),
-            )
-        )
+        for endpoint in _enabled_endpoints(session, organization_id)
         if "*" in endpoint.events or event_type in endpoint.events
     ]
     if not endpoints:
@@ -339,6 +338,32 @@ def queue_events(
     for data in datas:
         deliveries += _queue(session, organization_id, event_type, data, endpoints)
     return deliveries
+
+
+_ENDPOINTS = "tallybook.webhook_endpoints"
+
+
+def _enabled_endpoints(session: Session, organization_id: str) -> list[WebhookEndpoint]:
+    """The organisation's enabled endpoints, looked up once per transaction: a statement import
+    settles tens of thousands of invoices, each an invoice.paid event. Changing an endpoint
+    forgets the list (`_forget_endpoints`)."""
+    known: dict[str, list[WebhookEndpoint]] = session.info.setdefault(_ENDPOINTS, {})
+    found = known.get(organization_id)
+    if found is None:
+        found = list(
+            session.scalars(
+                select(WebhookEndpoint).where(
+                    WebhookEndpoint.organization_id == organization_id,
+                    WebhookEndpoint.enabled.is_(True),
+                )
+            )
+        )
+        known[organization_id] = found
+    return found
+
+
+def _forget_endpoints(session: Session) -> None:
+    session.info.pop(_ENDPOINTS, None)
 
 
 def _queue(
