@@ -10,6 +10,7 @@ answer is marked not to be cached, framed or sent on as a referrer (the token is
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -265,12 +266,39 @@ def _security_headers(response: Response, nonce: str) -> None:
     )
 
 
+# -- access logs ----------------------------------------------------------------------------------
+
+
+class HideTokens(logging.Filter):
+    """Access log lines keep the portal's paths but not the tokens in them: whoever reads the
+    server's logs must not be able to open customers' portals with them."""
+
+    PATTERN = re.compile(r"(/portal/)[^/?\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(
+                self.PATTERN.sub(r"\1<token>", a) if isinstance(a, str) else a
+                for a in record.args
+            )
+        elif isinstance(record.msg, str):
+            record.msg = self.PATTERN.sub(r"\1<token>", record.msg)
+        return True
+
+
+def _hide_tokens_in_access_logs() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, HideTokens) for f in access.filters):
+        access.addFilter(HideTokens())
+
+
 # -- the app ------------------------------------------------------------------------------------
 
 
 def create_portal_app(db: Database) -> FastAPI:
     """The portal as an app of its own, for `app.mount("/portal", ...)`."""
     portal = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    _hide_tokens_in_access_logs()
     pages = _Pages()
 
     @portal.middleware("http")

@@ -9,6 +9,7 @@ from __future__ import annotations
 LABELS: dict[str, dict[str, str]] = {
     "en": {
         "portal": "Customer portal",
+        "skip": "Skip to content",
         "invoice": "Invoice",
         "debited": "Added by debit notes",
         "account_with": "Your account with {seller}",
@@ -122,6 +123,7 @@ LABELS: dict[str, dict[str, str]] = {
     },
     "de": {
         "portal": "Kundenportal",
+        "skip": "Zum Inhalt springen",
         "invoice": "Rechnung",
         "debited": "Nachbelastet",
         "account_with": "Ihr Kundenkonto bei {seller}",
@@ -238,6 +240,7 @@ LABELS: dict[str, dict[str, str]] = {
     },
     "fr": {
         "portal": "Espace client",
+        "skip": "Aller au contenu",
         "invoice": "Facture",
         "debited": "Ajouté par notes de débit",
         "account_with": "Votre compte chez {seller}",

@@ -123,8 +123,11 @@ def chromium(pytestconfig: pytest.Config) -> str:
 
 
 @contextmanager
-def tallybook_serve(env: dict[str, str], port: int) -> Iterator[str]:
-    """`tallybook serve` on the port; killed on the way out, whatever happened."""
+def tallybook_serve(
+    env: dict[str, str], port: int, never_logged: tuple[str, ...] = ()
+) -> Iterator[str]:
+    """`tallybook serve` on the port; killed on the way out, whatever happened. Afterwards its
+    log has no traceback and none of `never_logged` (the portal tokens)."""
     base_url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="tallybook-portal-") as logdir:
         logfile = Path(logdir) / "server.log"
@@ -150,7 +153,11 @@ def tallybook_serve(env: dict[str, str], port: int) -> Iterator[str]:
                     pytest.fail(f"no answer within {START_TIMEOUT:.0f} s:\n{_tail(logfile)}")
                 time.sleep(0.05)
             yield base_url
-            assert "Traceback" not in logfile.read_text(errors="replace"), _tail(logfile, 60)
+            log = logfile.read_text(errors="replace")
+            assert "Traceback" not in log, _tail(logfile, 60)
+            assert "GET /portal/<token>/invoices/" in log  # the access log, without the token
+            for secret in never_logged:
+                assert secret not in log
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
@@ -162,8 +169,10 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def _forged(url: str) -> str:
-    """The same link with its signature's last characters changed."""
-    return url[:-4] + ("AAAA" if not url.endswith("AAAA") else "BBBB")
+    """The same link with the first character of its signature changed (the last one may
+    only carry base64 padding bits)."""
+    head, signature = url.rsplit(".", 1)
+    return f"{head}.{'A' if signature[0] != 'A' else 'B'}{signature[1:]}"
 
 
 # -- the test ----------------------------------------------------------------------------------
@@ -195,7 +204,8 @@ def test_a_customer_opens_the_link_downloads_the_pdf_and_disputes_a_line(
         ).url
         assert link.startswith(f"{base_url}/portal/")
 
-        with tallybook_serve(env, port), sync_playwright() as playwright:
+        tokens = (link.rsplit("/", 1)[1], expired.rsplit("/", 1)[1])
+        with tallybook_serve(env, port, tokens), sync_playwright() as playwright:
             browser = playwright.chromium.launch(
                 executable_path=chromium, headless=True, args=CHROMIUM_FLAGS
             )

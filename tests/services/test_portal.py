@@ -494,7 +494,7 @@ def test_form_tokens_belong_to_their_link(db: Database) -> None:
     )
     portal.check_form_token(one, portal.form_token(one))
     mine = portal.form_token(one)
-    changed = mine[:-1] + ("A" if mine[-1] != "A" else "B")
+    changed = ("A" if mine[0] != "A" else "B") + mine[1:]
     for bad in (portal.form_token(two), "", None, "x" * 300, changed):
         refused("form", portal.check_form_token, one, bad)
 
