@@ -1262,24 +1262,32 @@ def main() -> None:
         finally:
             db.dispose()
     result, clean, clean_flagged = score(month, run)
-    kinds = [*PLANTS, *LEAKS]
-    header = (
-        f"{'planted kind':<24}{'check':<22}{'severity':<10}{'planted':>8}{'caught':>8}{'missed':>8}"
-    )
-    log(header)
-    log("-" * len(header))
-    for kind in kinds:
+    # One row per check (and severity), the planted kinds it covers added up.
+    rows: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for kind in [*PLANTS, *LEAKS]:
         check, severity = (
             (PLANTS[kind][0], PLANTS[kind][1]) if kind in PLANTS else (kind, "warning")
         )
-        planted, caught = result.planted[kind], result.caught[kind]
-        log(f"{kind:<24}{check:<22}{severity:<10}{planted:>8}{caught:>8}{planted - caught:>8}")
-    log("")
-    log(f"{'false positives by check':<40}{'count':>8}")
-    for check, count in sorted(result.false_positives.items()):
-        log(f"{check:<40}{count:>8}")
-    if not result.false_positives:
-        log(f"{'(none)':<40}{0:>8}")
+        rows[(check, severity)].append(kind)
+    header = (
+        f"{'check':<24}{'severity':<10}{'planted':>8}{'caught':>8}{'missed':>8}"
+        f"{'false pos.':>12}  planted as"
+    )
+    log(header)
+    log("-" * (len(header) + 30))
+    shown: set[str] = set()
+    for (check, severity), kinds in rows.items():
+        planted = sum(result.planted[k] for k in kinds)
+        caught = sum(result.caught[k] for k in kinds)
+        false = result.false_positives[check] if check not in shown else 0
+        shown.add(check)
+        log(
+            f"{check:<24}{severity:<10}{planted:>8}{caught:>8}{planted - caught:>8}{false:>12}"
+            f"  {', '.join(kinds)}"
+        )
+    others = {c: n for c, n in result.false_positives.items() if c not in shown}
+    for check, count in sorted(others.items()):
+        log(f"{check:<24}{'':<10}{0:>8}{0:>8}{0:>8}{count:>12}  (never planted)")
     planted_total = sum(result.planted.values())
     caught_total = sum(result.caught.values())
     blocking = [k for k in PLANTS if PLANTS[k][1] == "blocking"]
