@@ -19,9 +19,11 @@ from rich.panel import Panel
 from rich.table import Table
 from stdnum import ean
 
+from tallybook import demo_cash
 from tallybook.core.money import format_minor, from_minor, round_to_minor
 from tallybook.db.engine import upgrade_database
 from tallybook.db.models import Invoice
+from tallybook.demo_cash import CashReport
 from tallybook.services import (
     billing,
     catalog,
@@ -299,6 +301,7 @@ class DemoResult:
     credit_note_id: str
     explained: tuple[str, str]  # (invoice id, line id)
     story: Story
+    cash: CashReport | None = None
 
 
 # -- building the organisation ------------------------------------------------------------------
@@ -1071,14 +1074,25 @@ def build(db: Database) -> DemoResult:
     _report_usage(db, cast, specs, 3)
     cycles.append(_cycle(db, cast, RUNS[2], names))
     credit_note_id = _credit_note(db, cast, specs)
+    explained = _prorated_line(db, cast, specs)
+    cash = demo_cash.run(
+        db,
+        cast.admin,
+        cast.manager,
+        cast.clerk,
+        names,
+        {spec.customer_id: spec.country for spec in specs},
+        {spec.customer_id: spec.currency for spec in specs},
+    )
     return DemoResult(
         cast.admin.organization_id,
         cast,
         specs,
         cycles,
         credit_note_id,
-        _prorated_line(db, cast, specs),
+        explained,
         sorted(story),
+        cash,
     )
 
 
@@ -1219,6 +1233,9 @@ def _print(console: Console, db: Database, result: DemoResult, path: Path) -> No
             width=min(console.width, 100),
         )
     )
+    if result.cash is not None:
+        console.print()
+        demo_cash.print_report(console, result.cash, _table)
 
 
 def _plain(value: Decimal) -> str:

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from tallybook import demo
+from tallybook import demo, demo_cash
 from tallybook.core.pricing import PricingModel
-from tallybook.db.models import Organization
+from tallybook.db.models import BankStatementLine, DunningReminder, Organization, Payment
 from tallybook.services import credit_notes, customers, invoices, ledger
 from tallybook.services.base import Actor, Database, Role
 
@@ -44,6 +44,10 @@ def test_demo_builds_a_realistic_billed_organisation(
         "Top customers",
         "Credit note",
         "Why was I charged this?",
+        "April: the bank statement",
+        "Review queue",
+        "Receivables aging as of 2026-04-30",
+        "Trial balance",
     ):
         assert heading in output
 
@@ -100,5 +104,40 @@ def test_demo_builds_a_realistic_billed_organisation(
         )
         broken = bean_check(tmp_path / "broken.beancount", tampered)
         assert broken.returncode != 0 and "does not balance" in broken.stdout + broken.stderr
+
+        # April: the bank statement paid invoices in every currency, cards were charged, the
+        # late payers were reminded with capped fees, and the books balance per currency.
+        with db.reading() as session:
+            sources = dict(
+                session.execute(
+                    select(Payment.source, func.count())
+                    .where(Payment.organization_id == org.id)
+                    .group_by(Payment.source)
+                ).all()
+            )
+            currencies = set(
+                session.scalars(
+                    select(Payment.currency).where(
+                        Payment.organization_id == org.id, Payment.source == "bank"
+                    )
+                )
+            )
+            lines = dict(
+                session.execute(
+                    select(BankStatementLine.status, func.count())
+                    .where(BankStatementLine.organization_id == org.id)
+                    .group_by(BankStatementLine.status)
+                ).all()
+            )
+            reminders = session.scalar(
+                select(func.count()).where(DunningReminder.organization_id == org.id)
+            )
+        assert sources["bank"] >= 60 and sources["collection"] >= 10
+        assert currencies == {"EUR", "GBP", "JPY", "USD"}
+        assert lines["applied"] >= 60 and lines["outgoing"] == 1 and lines["ignored"] == 1
+        assert reminders > 0
+        rows = ledger.trial_balance(db, viewer, demo_cash.DUNNING_DAY)
+        for currency, totals in ledger.summarise(rows).items():
+            assert totals["debit_minor"] == totals["credit_minor"], currency
     finally:
         db.dispose()
