@@ -151,11 +151,19 @@ def _qr(payload: str) -> segno.QRCode:
     return code
 
 
-def epc_qr_png(payload: str, scale: int = 4) -> bytes:
+def epc_qr_png(payload: str, scale: int = 1) -> bytes:
     """The QR code as a black and white PNG, `scale` pixels a module, quiet zone of four
-    modules: a few hundred bytes that a PDF places faster than the vector drawing."""
+    modules. A page shows it enlarged without smoothing (image-rendering: pixelated), so one
+    pixel a module is enough; Pillow writes it (segno's own PNG writer is slower)."""
+    from PIL import Image
+
+    rows = [
+        bytes(0 if dark else 255 for dark in row)
+        for row in _qr(payload).matrix_iter(scale=scale, border=4)
+    ]
+    image = Image.frombytes("L", (len(rows[0]), len(rows)), b"".join(rows)).convert("1")
     buffer = io.BytesIO()
-    _qr(payload).save(buffer, kind="png", scale=scale, border=4)
+    image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
 
 
