@@ -19,6 +19,7 @@ import os
 import posixpath
 import re
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -1063,8 +1064,11 @@ def _render_job(job: tuple[Sheet, bytes | None]) -> bytes:
     return render_facturx(sheet, xml)
 
 
-def _render_batch(jobs: list[tuple[Sheet, bytes | None]]) -> list[bytes]:
-    return [_render_job(job) for job in jobs]
+def _render_batch(jobs: list[tuple[Sheet, bytes | None]]) -> tuple[list[bytes], float]:
+    """The documents of one chunk, and the CPU seconds the worker spent on them."""
+    started = time.process_time()
+    contents = [_render_job(job) for job in jobs]
+    return contents, time.process_time() - started
 
 
 def render_many(
@@ -1072,22 +1076,29 @@ def render_many(
     *,
     workers: int | None = None,
     chunk: int = 8,
+    usage: dict[str, float] | None = None,
 ) -> list[bytes]:
     """Render many documents across processes (one WeasyPrint per core), in order.
 
     A job is a sheet (its PDF) or (sheet, CII XML) for a Factur-X invoice. Jobs are handed
     out in chunks as they come, so a generator that loads them from the database keeps
-    loading while the first chunks render. One worker renders in this process.
+    loading while the first chunks render. One worker renders in this process. `usage`, if
+    given, receives the CPU seconds the workers spent rendering ("render_cpu_seconds").
     """
     count = workers if workers is not None else (os.cpu_count() or 1)
     prepared = (job if isinstance(job, tuple) else (job, None) for job in jobs)
     if count <= 1:
-        return [_render_job(job) for job in prepared]
+        contents, seconds = _render_batch(list(prepared))
+        if usage is not None:
+            usage["render_cpu_seconds"] = seconds
+        return contents
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # Spawned, not forked: the caller may hold database connections and threads.
-    context = multiprocessing.get_context("spawn")
+    # Not forked from the caller, which may hold database connections and threads: from a
+    # fork server that has imported WeasyPrint once, so each worker starts without importing.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
         futures = []
         batch: list[tuple[Sheet, bytes | None]] = []
@@ -1098,7 +1109,10 @@ def render_many(
                 batch = []
         if batch:
             futures.append(pool.submit(_render_batch, batch))
-        return [content for future in futures for content in future.result()]
+        results = [future.result() for future in futures]
+    if usage is not None:
+        usage["render_cpu_seconds"] = sum(seconds for _, seconds in results)
+    return [content for contents, _ in results for content in contents]
 
 
 def pay_by(letter_date: date, days: int = 7) -> date:

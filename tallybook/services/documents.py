@@ -159,11 +159,13 @@ def facturx_job(db: Database, actor: Actor, invoice_id: str) -> tuple[pdf.Commer
     return sheet, xml
 
 
-def render_documents(jobs: Iterable[Any], *, workers: int | None = None) -> list[bytes]:
+def render_documents(
+    jobs: Iterable[Any], *, workers: int | None = None, usage: dict[str, float] | None = None
+) -> list[bytes]:
     """Render sheets (and Factur-X jobs) in order, across processes: batch rendering for the
     benchmark, bulk e-mail and exports. Reads nothing itself: give it sheets, or a generator
     that loads them (it keeps loading while the first ones render)."""
-    return pdf.render_many(jobs, workers=workers)
+    return pdf.render_many(jobs, workers=workers, usage=usage)
 
 
 def _facturx(

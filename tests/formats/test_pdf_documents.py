@@ -189,3 +189,14 @@ def test_documents_load_nothing_but_their_own_fonts_and_data() -> None:
     ):
         with pytest.raises(ValueError):
             fetcher.fetch(url)
+
+
+def test_many_documents_across_processes_come_back_in_order_and_identical() -> None:
+    sheets = [
+        pdf.CommercialSheet(invoice([LineFacts(f"Item {n}", D(1), 1000 + n)]), "en")
+        for n in range(20)
+    ]
+    usage: dict[str, float] = {}
+    rendered = pdf.render_many(sheets, workers=2, chunk=4, usage=usage)
+    assert rendered == [pdf.render(sheet) for sheet in sheets]
+    assert usage["render_cpu_seconds"] > 0
