@@ -1098,7 +1098,7 @@ def render_many(
     # Not forked from the caller, which may hold database connections and threads: from a
     # fork server that has imported WeasyPrint once, so each worker starts without importing.
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload(["weasyprint", "jinja2", __name__])
     with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
         futures = []
         batch: list[tuple[Sheet, bytes | None]] = []
