@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from tallybook.core import ledger as core_ledger
 from tallybook.core.cash_matching import (
@@ -61,7 +62,7 @@ from tallybook.services.base import (
     snapshot,
     utcnow,
 )
-from tallybook.services.invoices import _refresh_amount_due, reserve_numbers
+from tallybook.services.invoices import amount_due_and_status, reserve_numbers
 from tallybook.services.ledger import JOURNAL_PATTERN, accounts_of
 from tallybook.services.payments import OPEN_STATES, apply_received
 
@@ -569,18 +570,22 @@ def _post_payments(
     )
     accepted: list[_Posting] = []
     refused: dict[str, str] = {}
+    # What each locked invoice has paid and due as the postings take it, written in one
+    # statement below: the unit of work would update tens of thousands of rows one by one.
+    paid = {invoice_id: invoice.paid_minor for invoice_id, invoice in invoices.items()}
+    due = {invoice_id: invoice.amount_due_minor for invoice_id, invoice in invoices.items()}
     for posting in postings:
-        reason = _refusal(posting, customers, invoices, org.id)
+        reason = _refusal(posting, customers, invoices, due, org.id)
         if reason:
             refused[posting.line_id] = reason
             continue
         for invoice_id, amount in posting.allocations:
-            invoice = invoices[invoice_id]
-            invoice.paid_minor += amount
-            _refresh_amount_due(invoice)
+            paid[invoice_id] += amount
+            due[invoice_id] -= amount
         accepted.append(posting)
     if not accepted:
         return {}, refused
+    _settle_invoices(session, invoices, paid)
     accounts = accounts_of(session, org.id)
     numbers = _numbers(session, org.id, "payment", org.payment_number_pattern, accepted)
     now = utcnow()
@@ -730,10 +735,65 @@ def _post_payments(
     return posted, refused
 
 
+def _settle_invoices(
+    session: Session, invoices: dict[str, Invoice], paid: dict[str, int]
+) -> None:
+    """Write what the postings paid on each invoice (amount due and status follow), in one
+    statement, keep the loaded rows in step, and tell webhooks which invoices became paid."""
+    from tallybook.services.outbox import invoice_paid
+
+    changed: list[tuple[Invoice, int, int, str]] = []
+    for invoice_id, invoice in invoices.items():
+        if paid[invoice_id] == invoice.paid_minor:
+            continue
+        new_due, new_status = amount_due_and_status(invoice, paid[invoice_id])
+        changed.append((invoice, paid[invoice_id], new_due, new_status))
+    if not changed:
+        return
+    table = Invoice.__table__
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text(
+                "UPDATE invoices SET paid_minor = v.paid, amount_due_minor = v.due, "
+                "status = v.status FROM (SELECT unnest(CAST(:ids AS varchar[])) AS id, "
+                "unnest(CAST(:paid AS bigint[])) AS paid, unnest(CAST(:due AS bigint[])) AS due, "
+                "unnest(CAST(:status AS varchar[])) AS status) AS v WHERE invoices.id = v.id"
+            ),
+            {
+                "ids": [invoice.id for invoice, *_ in changed],
+                "paid": [row[1] for row in changed],
+                "due": [row[2] for row in changed],
+                "status": [row[3] for row in changed],
+            },
+        )
+    else:
+        session.execute(
+            table.update()
+            .where(table.c.id == bindparam("invoice_id"))
+            .values(
+                paid_minor=bindparam("paid"),
+                amount_due_minor=bindparam("due"),
+                status=bindparam("new_status"),
+            ),
+            [
+                {"invoice_id": invoice.id, "paid": p, "due": d, "new_status": st}
+                for invoice, p, d, st in changed
+            ],
+        )
+    for invoice, new_paid, new_due, new_status in changed:
+        was = invoice.status
+        set_committed_value(invoice, "paid_minor", new_paid)
+        set_committed_value(invoice, "amount_due_minor", new_due)
+        set_committed_value(invoice, "status", new_status)
+        if new_status == "paid" and was in OPEN_STATES:
+            invoice_paid(invoice)
+
+
 def _refusal(
     posting: _Posting,
     customers: dict[str, Customer],
     invoices: dict[str, Invoice],
+    due: dict[str, int],
     organization_id: str,
 ) -> str | None:
     customer = customers.get(posting.customer_id)
@@ -746,10 +806,10 @@ def _refusal(
             return "a proposed invoice no longer exists"
         if invoice.customer_id != customer.id or invoice.currency != posting.currency:
             return f"invoice {invoice.number} is not the customer's in {posting.currency}"
-        if invoice.status not in OPEN_STATES or amount > invoice.amount_due_minor:
+        if invoice.status not in OPEN_STATES or amount > due[invoice_id]:
             return (
                 f"invoice {invoice.number} changed while the statement was matched "
-                f"({format_minor(invoice.amount_due_minor, invoice.currency)} now due)"
+                f"({format_minor(due[invoice_id], invoice.currency)} now due)"
             )
         applied += amount
     if posting.amount_minor - applied and posting.currency != customer.currency:

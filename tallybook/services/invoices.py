@@ -564,30 +564,33 @@ def _check_usage_grace(session: Session, org: Organization, invoice: Invoice) ->
         )
 
 
-def _refresh_amount_due(invoice: Invoice) -> None:
-    """Amount due and the payment status follow totals, credits, debits and payments."""
-    invoice.amount_due_minor = max(
+def amount_due_and_status(invoice: Any, paid_minor: int) -> tuple[int, str]:
+    """What an invoice has due, and its status, once `paid_minor` has been paid on it: the
+    amount due follows totals, credits, debits, payments and write-offs."""
+    due = max(
         invoice.total_minor
         + invoice.debited_minor
         - invoice.credit_applied_minor
         - invoice.credited_minor
-        - invoice.paid_minor
+        - paid_minor
         - invoice.written_off_minor,
         0,
     )
     if invoice.status not in ("issued", "partially_paid", "paid"):
-        return
-    if invoice.amount_due_minor == 0:
-        settled_now = invoice.status != "paid"
-        invoice.status = "paid"  # settled: by payment, customer credit or credit notes
-        if settled_now:
-            from tallybook.services.outbox import invoice_paid
+        return due, invoice.status
+    if due == 0:
+        return due, "paid"  # settled: by payment, customer credit or credit notes
+    return due, "partially_paid" if paid_minor > 0 else "issued"
 
-            invoice_paid(invoice)  # webhooks, in the settling transaction
-    elif invoice.paid_minor > 0:
-        invoice.status = "partially_paid"
-    else:
-        invoice.status = "issued"
+
+def _refresh_amount_due(invoice: Invoice) -> None:
+    """Amount due and the payment status follow totals, credits, debits and payments."""
+    was = invoice.status
+    invoice.amount_due_minor, invoice.status = amount_due_and_status(invoice, invoice.paid_minor)
+    if invoice.status == "paid" and was in ("issued", "partially_paid"):
+        from tallybook.services.outbox import invoice_paid
+
+        invoice_paid(invoice)  # webhooks, in the settling transaction
 
 
 def void_invoice(db: Database, actor: Actor, invoice_id: str, reason: str) -> Invoice:
