@@ -260,8 +260,9 @@ def before_issue(db: Database, actor: Actor, invoice_id: str) -> None:
         invoice = get_owned(session, Invoice, invoice_id, actor, lock=True)
         if invoice.status != "draft":
             return  # issuing reports that itself
-        _lock(session, actor)
-        result = _verify(session, actor, [invoice.id], utcnow(), leakage="none")
+        result = _verify(
+            session, actor, [invoice.id], utcnow(), leakage="none", lock_to_record=True
+        )
         [verification] = result.invoices
         uncovered, pending = _uncovered(session, actor, verification)
     if uncovered:
@@ -437,6 +438,7 @@ def _verify(
     leakage: str,
     run_id: str | None = None,
     record: bool = True,
+    lock_to_record: bool = False,
 ) -> _Result:
     """leakage: 'organization' (a run: every customer's unbilled items), 'customers' (those of
     the invoices' customers) or 'none' (issuing: leakage never blocks)."""
@@ -474,6 +476,9 @@ def _verify(
         )
     ids: dict[str, str] = {}
     if record:
+        if lock_to_record:
+            # Loading and checking run side by side; only writing discrepancies queues.
+            _lock(session, actor)
         ids = _record(
             session,
             actor,

@@ -69,16 +69,21 @@ def test_two_billing_runs_at_once_bill_each_period_once(postgres_db: Database) -
 def test_a_thousand_concurrent_issues_give_gapless_unique_numbers(postgres_db: Database) -> None:
     db = postgres_db
     actor = make_org(db)
-    customer = customers.create_customer(
-        db, actor, {"legal_name": "Bulk Ltd", "country": "GB", "currency": "GBP"}
-    )
+    # A hundred customers with ten drafts each: issuing verifies every draft against its
+    # customer's other invoices, and numbering is what this test is about.
+    customer_ids = [
+        customers.create_customer(
+            db, actor, {"legal_name": f"Bulk {n} Ltd", "country": "GB", "currency": "GBP"}
+        ).id
+        for n in range(100)
+    ]
     draft_ids = []
     with db.transaction() as session:
-        for _ in range(1000):
+        for n in range(1000):
             invoice = Invoice(
                 id=new_id("inv"),
                 organization_id=actor.organization_id,
-                customer_id=customer.id,
+                customer_id=customer_ids[n % 100],
                 status="draft",
                 currency="GBP",
                 billing_date=date(2026, 5, 1),
