@@ -7,9 +7,9 @@ Factur-X; the last line printed is one JSON object with the figures.
 
 PDF and Factur-X use the batch API (`services.documents.document_sheet` / `facturx_job` to
 load, then `render_documents`, which renders across --workers processes); the figures are
-end to end: loading each document from the database and rendering it. UBL is loaded and
-written one by one in this process (`einvoice_for` + `to_ubl`; `ubl_write_per_s` is the
-writing alone; on SQLite a second process would only queue for the database). --profile prints a
+end to end: loading each document from the database and rendering it. UBL is
+loaded as one batch (`invoice_einvoices`, what `tallybook einvoice export` reads) and written
+one by one in this process (`ubl_write_per_s` is the writing alone). --profile prints a
 pyinstrument profile of rendering 30 invoices in this process. Besides the rates, the JSON
 gives the CPU time per document and the load average: on a machine shared with other work,
 the rates fall with it.
@@ -219,7 +219,7 @@ def main() -> None:
         documents.render_documents([documents.document_sheet(db, actor, "invoice", ids[0])])
 
         started = time.perf_counter()
-        models = [einvoices.einvoice_for(db, actor, i, "invoice") for i in ids]
+        models = einvoices.invoice_einvoices(db, actor, ids)  # a batch, as an export reads
         loaded = time.perf_counter() - started
         ubl_bytes = sum(len(to_ubl(model)) for model in models)
         ubl_seconds = time.perf_counter() - started

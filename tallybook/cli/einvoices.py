@@ -124,6 +124,38 @@ def debit_notes_cii(
     _export("debit_note", "cii", debit_note, output, api_key)
 
 
+@command(einvoice_app, "export")
+def einvoice_export(
+    date_from: Annotated[str, typer.Option("--from", help="First issue date, YYYY-MM-DD.")],
+    date_to: Annotated[str, typer.Option("--to", help="Last issue date, YYYY-MM-DD.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The ZIP file to write.")],
+    syntax: Annotated[str, typer.Option("--syntax", help="ubl or cii.")] = "ubl",
+    api_key: ApiKeyOpt = None,
+) -> None:
+    """Every invoice issued in a period as e-invoices, one XML file each, in a ZIP."""
+    start, end = _day(date_from, "--from"), _day(date_to, "--to")
+    with _session(api_key) as (db, actor):
+        content = einvoices.export_invoices(db, actor, start, end, syntax)
+    try:
+        output.write_bytes(content)
+    except OSError as error:
+        _fail(f"--output: cannot write {output}: {error.strerror}")
+    import zipfile
+
+    with zipfile.ZipFile(output) as archive:
+        count = len(archive.namelist())
+    typer.echo(f"wrote {output}: {count} {syntax.upper()} invoices issued {start} to {end}")
+
+
+def _day(value: str, option: str) -> Any:
+    from datetime import date
+
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        _fail(f"{option}: {value!r} is not a date (YYYY-MM-DD)")
+
+
 @command(einvoice_app, "validate")
 def einvoice_validate(
     file: Annotated[Path, typer.Argument(help="A UBL Invoice / CreditNote or a CII XML file.")],

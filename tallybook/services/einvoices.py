@@ -4,7 +4,9 @@ against the official rules."""
 
 from __future__ import annotations
 
+import io
 import re
+import zipfile
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
@@ -49,6 +51,7 @@ from tallybook.services.base import (
 )
 
 SYNTAXES = ("ubl", "cii")
+_CHUNK = 5_000  # ids per IN (...) list
 # Countries whose tax ids are VAT numbers a receiver can check (BT-48 carries only those).
 VAT_COUNTRIES = frozenset(
     "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK XI "
@@ -113,6 +116,42 @@ def einvoice_file(
         content = to_cii(document)
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", document.number)
     return EInvoiceFile(f"{safe}-{syntax}.xml", content)
+
+
+def export_invoices(
+    db: Database, actor: Actor, date_from: date, date_to: date, syntax: str
+) -> bytes:
+    """Every invoice issued from `date_from` to `date_to` (inclusive) as UBL or CII, one file
+    each, in a ZIP (entries in number order, fixed timestamps: the same export, the same bytes)."""
+    if syntax not in SYNTAXES:
+        raise InvalidInput("syntax: must be ubl or cii", field="syntax")
+    if date_to < date_from:
+        raise InvalidInput("to: the period ends before it starts", field="to")
+    with db.reading() as session:
+        ids = list(
+            session.scalars(
+                select(Invoice.id)
+                .where(
+                    Invoice.organization_id == actor.organization_id,
+                    Invoice.status.not_in(("draft", "void")),
+                    Invoice.issue_date >= date_from,
+                    Invoice.issue_date <= date_to,
+                )
+                .order_by(Invoice.number)
+            )
+        )
+    if syntax == "ubl":
+        from tallybook.formats.ubl import to_ubl as write
+    else:
+        from tallybook.formats.cii import to_cii as write
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for document in invoice_einvoices(db, actor, ids):
+            safe = re.sub(r"[^A-Za-z0-9._-]+", "_", document.number)
+            entry = zipfile.ZipInfo(f"{safe}-{syntax}.xml", date_time=(2000, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(entry, write(document))
+    return buffer.getvalue()
 
 
 def validate_einvoice(actor: Actor | None, xml: bytes) -> Any:
@@ -302,6 +341,77 @@ def _invoice(
         )
     )
     products = _products(session, actor, {line.product_id for line in lines if line.product_id})
+    return _invoice_document(org, seller, invoice, customer, lines, products)
+
+
+def invoice_einvoices(
+    db: Database, actor: Actor, invoice_ids: list[str]
+) -> list[CommercialDocument]:
+    """The e-invoice models of many issued invoices (by id), read in a few queries for all of
+    them: a month's export. Refused as a whole, naming the invoice, if one is a draft, void,
+    or another organisation's."""
+    with db.reading() as session:
+        org = session.get(Organization, actor.organization_id)
+        assert org is not None
+        found: dict[str, Invoice] = {}
+        for start in range(0, len(invoice_ids), _CHUNK):
+            chunk = invoice_ids[start : start + _CHUNK]
+            for invoice in session.scalars(
+                select(Invoice).where(
+                    Invoice.organization_id == actor.organization_id, Invoice.id.in_(chunk)
+                )
+            ):
+                found[invoice.id] = invoice
+        for invoice_id in invoice_ids:
+            if invoice_id not in found:
+                raise NotFound(f"invoice {invoice_id} not found")
+            _issued_invoice(found[invoice_id])
+        seller = _seller(org)
+        customer_ids = sorted({invoice.customer_id for invoice in found.values()})
+        customers_by_id: dict[str, Customer] = {}
+        lines_of: dict[str, list[InvoiceLine]] = {invoice_id: [] for invoice_id in found}
+        for start in range(0, len(customer_ids), _CHUNK):
+            for customer in session.scalars(
+                select(Customer).where(Customer.id.in_(customer_ids[start : start + _CHUNK]))
+            ):
+                customers_by_id[customer.id] = customer
+        ids = sorted(found)
+        for start in range(0, len(ids), _CHUNK):
+            for line in session.scalars(
+                select(InvoiceLine)
+                .where(InvoiceLine.invoice_id.in_(ids[start : start + _CHUNK]))
+                .order_by(InvoiceLine.invoice_id, InvoiceLine.position)
+            ):
+                lines_of[line.invoice_id].append(line)
+        products = _products(
+            session,
+            actor,
+            {line.product_id for lines in lines_of.values() for line in lines if line.product_id},
+        )
+        try:
+            return [
+                _invoice_document(
+                    org,
+                    seller,
+                    found[invoice_id],
+                    customers_by_id[found[invoice_id].customer_id],
+                    lines_of[invoice_id],
+                    products,
+                )
+                for invoice_id in invoice_ids
+            ]
+        except EInvoiceError as error:
+            raise Conflict(f"the document cannot be an e-invoice: {error}") from None
+
+
+def _invoice_document(
+    org: Organization,
+    seller: Party,
+    invoice: Invoice,
+    customer: Customer,
+    lines: list[InvoiceLine],
+    products: dict[str, Product],
+) -> CommercialDocument:
     zone = _zone(customer)
     discount_names = sorted({str(d.get("name") or d.get("key")) for d in invoice.discounts or []})
     days = (invoice.due_date - invoice.issue_date).days if invoice.due_date else None

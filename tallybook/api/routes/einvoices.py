@@ -4,9 +4,10 @@ the official rules."""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import date
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from tallybook.api.deps import Db, Who
 from tallybook.services import einvoices
@@ -106,3 +107,24 @@ async def post_einvoice_validation(request: Request, who: Who) -> dict:
         raise InvalidInput("body: an e-invoice of more than 20 MB is refused", field="body")
     report = await run_in_threadpool(einvoices.validate_einvoice, who, data)
     return report_json(report)
+
+
+@router.get(
+    "/einvoices/export",
+    responses={200: {"content": {"application/zip": {}}, "description": "a ZIP of XML files"}},
+)
+def get_einvoice_export(
+    db: Db,
+    who: Who,
+    date_from: Annotated[date, Query(alias="from", description="first issue date")],
+    date_to: Annotated[date, Query(alias="to", description="last issue date")],
+    syntax: Annotated[str, Query(description="ubl or cii")] = "ubl",
+) -> Response:
+    """Every invoice issued in the period as e-invoices, one XML file each, in a ZIP."""
+    content = einvoices.export_invoices(db, who, date_from, date_to, syntax)
+    name = f"einvoices-{syntax}-{date_from.isoformat()}-{date_to.isoformat()}.zip"
+    return Response(
+        content,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
