@@ -78,3 +78,42 @@ def test_a_period_exports_every_issued_invoice_valid_and_as_one_by_one(
         einvoices.invoice_einvoices(db, stranger, [issued[0].id])
     empty = einvoices.export_invoices(db, stranger, day, day, "ubl")
     assert zipfile.ZipFile(io.BytesIO(empty)).namelist() == []
+
+
+def test_the_export_over_http_and_the_command_line(db: Database, tmp_path) -> None:
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from tallybook.api.app import create_app
+    from tallybook.cli.main import app as cli
+    from tallybook.services import organizations
+
+    actor = seller_org(db)
+    customer = german_customer(db, actor)
+    days = catalog.create_product(db, actor, {"code": "days", "name": "Days", "unit_label": "days"})
+    invoice = _issue(db, actor, customer, days.id, "2", None)
+    key = organizations.create_api_key(db, actor, "export", "viewer").secret
+    client = TestClient(create_app(db))
+    answer = client.get(
+        "/v1/einvoices/export",
+        params={"from": "2026-03-01", "to": "2026-03-31", "syntax": "cii"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert answer.status_code == 200 and answer.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(answer.content)).namelist()
+    assert names == [f"{invoice.number}-cii.xml"]
+    bad = client.get(
+        "/v1/einvoices/export",
+        params={"from": "2026-03-31", "to": "2026-03-01"},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert bad.status_code == 422 and bad.json()["field"] == "to"
+    result = CliRunner().invoke(
+        cli,
+        ["einvoice", "export", "--from", "2026-03-01", "--to", "2026-03-31",
+         "-o", str(tmp_path / "march.zip")],
+        env={"TALLYBOOK_API_KEY": key, "TALLYBOOK_DATABASE_URL": db.url},
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 UBL invoices" in result.stdout
+    assert zipfile.ZipFile(tmp_path / "march.zip").namelist() == [f"{invoice.number}-ubl.xml"]
