@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import re
 import sys
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -133,6 +134,64 @@ def test_other_scripts_fall_back_to_a_system_font_and_stay_deterministic() -> No
     first, second = pdf.render(sheet), pdf.render(sheet)
     assert first == second
     assert "Ελληνική Εταιρεία ΑΕ" in text_of(first)
+
+
+def _statement_and_letter() -> list[pdf.Sheet]:
+    from tallybook.core.receivables import CustomerStatement, StatementLine
+
+    lines = (
+        StatementLine(date(2026, 3, 2), "invoice", "INV-1", "Invoice", 11900, 0, 11900),
+        StatementLine(date(2026, 3, 9), "payment", "PAY-1", "Bank & <co>", 0, 5000, 6900),
+    )
+    statement = CustomerStatement(
+        "c-1", "Kunde GmbH", "EUR", date(2026, 3, 1), date(2026, 3, 31), 0, lines, 6900,
+        11900, 5000, 11900, 5000, 0, 0, 0,
+    )  # fmt: skip
+    overdue = pdf.OverdueDocument("INV-1", date(2026, 3, 2), date(2026, 4, 1), 6900, 12)
+    return [
+        pdf.StatementSheet(SELLER, BUYER, statement, 6900, 0, "de", payment_account=ACCOUNT),
+        pdf.StatementSheet(SELLER, BUYER, replace(statement, lines=()), 6900, 0, "en"),
+        pdf.DunningLetterSheet(
+            SELLER, BUYER, "EUR", date(2026, 4, 13), 2, "second", "INV-1", (overdue,),
+            date(2026, 4, 20), fee_minor=500, fee_document="DN-1", payment_account=ACCOUNT,
+            language="fr",
+        ),
+    ]  # fmt: skip
+
+
+def test_the_html_parses_as_xml_to_the_tree_an_html_parser_reads() -> None:
+    """Documents are parsed with the XML parser (pdf._Engine.parse): every template must
+    write XHTML that reads as the very tree WeasyPrint's HTML5 parser would build."""
+    from xml.etree import ElementTree
+
+    import tinyhtml5
+
+    def nodes(root: ElementTree.Element) -> list[tuple]:
+        return [(e.tag, sorted(e.attrib.items()), e.text, e.tail) for e in root.iter()]
+
+    logo = b'<svg xmlns="http://www.w3.org/2000/svg" width="4" height="4"/>'
+    lines = [
+        LineFacts("Seats", D(3), 3000, tax_minor=570, tax_percent=D(19), period=(
+            date(2026, 3, 1), date(2026, 3, 31))),
+        LineFacts("Support & <care>", D(1), 5000, tax_minor=950, tax_percent=D(19)),
+    ]  # fmt: skip
+    sheets: list[pdf.Sheet] = [
+        pdf.CommercialSheet(invoice(lines), "de", explanations=("3 seats x 10.00", None)),
+        pdf.CommercialSheet(
+            invoice(lines), "en", pdf.Branding("#aa0000", logo, "image/svg+xml"), draft=True
+        ),
+        pdf.CommercialSheet(invoice(lines, kind=DocumentKind.CREDIT_NOTE), "fr", void=True),
+        *_statement_and_letter(),
+    ]
+    for sheet in sheets:
+        html = pdf.document_html(sheet)
+        parsed = ElementTree.fromstring(html)
+        assert nodes(parsed) == nodes(tinyhtml5.parse(html, namespace_html_elements=False))
+    # What XML cannot carry (a control character) is still printed, read by the HTML parser.
+    odd = Party("Kunde\x0c GmbH", BUYER.address)
+    sheet = pdf.CommercialSheet(invoice(lines, buyer=odd), "en")
+    content = pdf.render(sheet)
+    assert "Support & <care>" in text_of(content) and content == pdf.render(sheet)
 
 
 def test_a_draft_is_never_factur_x() -> None:
