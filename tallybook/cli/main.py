@@ -371,7 +371,16 @@ def serve(
     """Run the HTTP API (uvicorn) on the database of TALLYBOOK_DATABASE_URL."""
     import uvicorn
 
-    uvicorn.run("tallybook.api.app:serve_app", factory=True, host=host, port=port, workers=workers)
+    # A worker answers the supervisor's health check only once it has imported this CLI and
+    # the app (seconds on a busy machine); uvicorn's default 5 s kills and restarts it forever.
+    uvicorn.run(
+        "tallybook.api.app:serve_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        timeout_worker_healthcheck=60,
+    )
 
 
 @command(app, "demo")
