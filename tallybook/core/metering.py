@@ -182,7 +182,9 @@ class Metric:
     def check_event(self, properties: Mapping[str, Any]) -> str | None:
         """Why an event cannot be measured by this metric, or None when it can."""
         if self.aggregation in NUMERIC:
-            if property_number(properties.get(self.field)) is None:  # type: ignore[arg-type]
+            value = properties.get(self.field)  # type: ignore[arg-type]
+            # A JSON integer is always an exact, finite number: no Decimal needed to tell.
+            if type(value) is not int and property_number(value) is None:
                 return f"properties.{self.field}: metric {self.code} needs a number here"
         elif self.aggregation is Aggregation.UNIQUE_COUNT:
             if property_text(properties.get(self.field)) is None:  # type: ignore[arg-type]
@@ -346,6 +348,9 @@ def fingerprint(
     )
 
 
+_FINGERPRINT = hashlib.blake2b(digest_size=16)
+
+
 def fingerprint_of(
     customer: str | None,
     subscription_id: str | None,
@@ -354,5 +359,7 @@ def fingerprint_of(
     sorted_properties_json: bytes,
 ) -> bytes:
     """`fingerprint` from the parts ingestion has at hand anyway (it stores the same JSON)."""
-    head = orjson.dumps([customer, subscription_id, metric_code, utc_iso])
-    return hashlib.blake2b(head + sorted_properties_json, digest_size=16).digest()
+    digest = _FINGERPRINT.copy()  # cheaper than a new blake2b with its parameters
+    digest.update(orjson.dumps([customer, subscription_id, metric_code, utc_iso]))
+    digest.update(sorted_properties_json)
+    return digest.digest()

@@ -13,10 +13,11 @@ from __future__ import annotations
 import codecs
 import csv
 import heapq
+import itertools
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, KeysView
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -97,28 +98,80 @@ class _Source:
     def records(self) -> Iterator[_Record]:
         raise NotImplementedError
 
+    def chunks(self, size: int) -> Iterator[_Chunk]:
+        """The records in chunks of up to `size`."""
+        chunk = _Chunk()
+        for position, raw, unreadable in self.records():
+            if unreadable is not None:
+                chunk.unreadable.append(EventOutcome(position, None, REJECTED, unreadable))
+            else:
+                chunk.events.append(raw)
+                chunk.positions.append(position)
+            if len(chunk) >= size:
+                chunk.bytes_read = self.bytes_read
+                yield chunk
+                chunk = _Chunk()
+        if len(chunk):
+            chunk.bytes_read = self.bytes_read
+            yield chunk
+
 
 class _NdjsonSource(_Source):
-    def records(self) -> Iterator[_Record]:
-        loads = orjson.loads
-        first = True
-        for number, line in self._lines():
-            if not line.strip():
-                continue
-            if first and line.lstrip().startswith(b"["):
-                raise InvalidInput(
-                    "file: this is a JSON array; give one event object per line (NDJSON)",
-                    field="file",
-                )
-            first = False
+    def chunks(self, size: int) -> Iterator[_Chunk]:
+        """As records() would give them, in one loop: a line costs little more than parsing
+        its JSON (a blank line is recognised on the way out, when the line is not JSON)."""
+        loads, invalid = orjson.loads, orjson.JSONDecodeError
+        lines = iter(self.stream)
+        number = read = 0
+        first = None
+        for line in lines:  # up to the first line that is not blank
+            if number == 0 and line.startswith(_BOM):
+                read += len(_BOM)
+                line = line[len(_BOM) :]
+            if line.strip():
+                first = line
+                break
+            number += 1
+            read += len(line)
+        if first is None:
+            self.bytes_read = read
+            return
+        if first.lstrip().startswith(b"["):
+            raise InvalidInput(
+                "file: this is a JSON array; give one event object per line (NDJSON)",
+                field="file",
+            )
+        chunk = _Chunk()
+        events, positions, unreadable = chunk.events, chunk.positions, chunk.unreadable
+        for text in itertools.chain((first,), lines):
+            number += 1
+            read += len(text)
             try:
-                raw = loads(line)
-            except orjson.JSONDecodeError as error:
+                events.append(loads(text))
+            except invalid as error:
+                if not text.strip():
+                    continue
                 # The line's end is not part of the event: a truncated event ends at its text.
-                column = min(error.pos, len(line.rstrip())) + 1
-                yield number, None, f"event: not valid JSON ({error.msg} at column {column})"
-                continue
-            yield number, raw, None
+                column = min(error.pos, len(text.rstrip())) + 1
+                unreadable.append(
+                    EventOutcome(
+                        number,
+                        None,
+                        REJECTED,
+                        f"event: not valid JSON ({error.msg} at column {column})",
+                    )
+                )
+            else:
+                positions.append(number)
+            if len(events) + len(unreadable) >= size:
+                chunk.bytes_read = self.bytes_read = read
+                yield chunk
+                chunk = _Chunk()
+                events, positions, unreadable = chunk.events, chunk.positions, chunk.unreadable
+        self.bytes_read = read
+        if len(chunk):
+            chunk.bytes_read = read
+            yield chunk
 
 
 class _CsvSource(_Source):
@@ -194,23 +247,6 @@ def _header(cells: list[str]) -> list[str]:
             "header: the file needs a customer or a subscription_id column", field="header"
         )
     return names
-
-
-def _chunks(source: _Source, size: int) -> Iterator[_Chunk]:
-    chunk = _Chunk()
-    for position, raw, unreadable in source.records():
-        if unreadable is not None:
-            chunk.unreadable.append(EventOutcome(position, None, REJECTED, unreadable))
-        else:
-            chunk.events.append(raw)
-            chunk.positions.append(position)
-        if len(chunk) >= size:
-            chunk.bytes_read = source.bytes_read
-            yield chunk
-            chunk = _Chunk()
-    if len(chunk):
-        chunk.bytes_read = source.bytes_read
-        yield chunk
 
 
 def _in_file(outcome: EventOutcome, positions: list[int], label: str) -> EventOutcome:
@@ -295,21 +331,27 @@ def import_events_file(
         throughput_gc(),
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="event-import") as worker,
     ):
-        pending: deque[tuple[_Chunk, Future[IngestResult] | None]] = deque()
+        # Chunks submitted and not yet collected, with their ids: until collected, a chunk
+        # may not have committed, so a later chunk looks its ids up again under the lock.
+        pending: deque[tuple[_Chunk, Future[IngestResult] | None, KeysView[str]]] = deque()
         previous: threading.Event | None = None
-        for chunk in _chunks(source, chunk_size):
+        for chunk in source.chunks(chunk_size):
             future = None
+            ids: KeysView[str] = {}.keys()
             if chunk.events:
                 # Parsing (the Python half of the work) happens here, meanwhile.
                 batch = events.prepare_events(chunk.events)
+                if workers > 1:
+                    ids = batch.by_id.keys()
+                    batch.in_flight = set().union(*(ids & earlier for _, _, earlier in pending))
                 done = threading.Event()
                 future = worker.submit(_store, db, actor, batch, previous, done)
                 previous = done
-            pending.append((chunk, future))
+            pending.append((chunk, future, ids))
             while len(pending) >= workers:
-                collect(*pending.popleft())
+                collect(*pending.popleft()[:2])
         while pending:
-            collect(*pending.popleft())
+            collect(*pending.popleft()[:2])
     if progress is not None and reported != source.bytes_read:
         progress(source.bytes_read)
     return result

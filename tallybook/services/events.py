@@ -6,9 +6,11 @@ metric that does not exist yet are accepted into a quarantine and released once 
 An event that lands in a period already rated marks that period as late, in the same
 transaction, so the draft is re-rated or the difference billed on the next invoice.
 
-On PostgreSQL a batch is one statement that claims its transaction ids (returning only the
-ids it could not claim) and one COPY of the claimed events straight into usage_events, all in
-one transaction: close to the cost of the raw COPY itself.
+On PostgreSQL a batch takes its organisation's claim lock, finds which of its transaction ids
+are taken (one index probe each), and COPYs the new ids into usage_event_keys and the new
+events straight into usage_events, all in one transaction. A file import looks its ids up
+before the lock, while the previous chunk is being written, and only the ids of chunks still
+in flight under it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import orjson
@@ -29,7 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from tallybook.core.metering import EARLIEST, LATEST_ALLOWED, Metric, fingerprint_of
+from tallybook.core.metering import EARLIEST, LATEST_ALLOWED, NUMERIC, Metric, fingerprint_of
 from tallybook.db.models import (
     Customer,
     LateUsagePeriod,
@@ -116,14 +119,18 @@ class _Event:
     customer: str | None
     subscription_id: str | None
     metric_code: str
-    occurred_at: datetime
+    # The UTC instant as datetime.isoformat() writes it: what is fingerprinted and stored.
+    occurred_iso: str
     properties: dict[str, Any]
     fingerprint: bytes
+    properties_json: str = "{}"
     customer_id: str | None = None
     quarantine: str | None = None
     rejected: str | None = None
-    properties_json: str = "{}"
-    occurred_iso: str = ""
+
+    @property
+    def occurred_at(self) -> datetime:
+        return datetime.fromisoformat(self.occurred_iso)
 
 
 def _text(raw: Mapping[str, Any], name: str, limit: int, required: bool) -> str | None:
@@ -164,6 +171,41 @@ def _timestamp(value: Any) -> datetime:
     return instant
 
 
+# A UTC time as most clients write it (2026-03-01T10:00:00Z, with or without a fraction, Z or
+# +00:00): its isoformat() is known from the text alone once its day is known to exist, so the
+# common case skips building and formatting a datetime (an aware isoformat() is slow).
+_UTC_TEXT = re.compile(
+    r"(20[0-9][0-9]-[0-9][0-9]-[0-9][0-9])T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(?:\.([0-9]{1,6}))?(?:Z|\+00:00)"
+)
+# Calendar days seen to exist (at most the 36,525 of 2000-2099).
+_DAYS: set[str] = set()
+# The commonest of those forms, whole seconds with Z: tested by parse_event itself.
+_UTC_SECOND_Z = re.compile(
+    r"20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z"
+)
+_utc_second_z = _UTC_SECOND_Z.fullmatch
+
+
+def _utc_iso(value: Any) -> str:
+    """The instant of a timestamp as sent, in UTC, as datetime.isoformat() writes it."""
+    if type(value) is str:
+        match = _UTC_TEXT.fullmatch(value)
+        if match is not None:
+            day = match[1]
+            if day not in _DAYS:
+                try:
+                    date.fromisoformat(day)
+                except ValueError:
+                    raise ValueError("timestamp: not an ISO 8601 date-time") from None
+                _DAYS.add(day)
+            fraction = match[2]
+            if fraction is None or fraction.count("0") == len(fraction):
+                return value[:19] + "+00:00"
+            return f"{value[:19]}.{fraction:0<6}+00:00"
+    return _timestamp(value).isoformat()
+
+
 # A NUL character as orjson writes it (an escaped backslash before 'u0000' is just text).
 _NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
@@ -175,27 +217,38 @@ def _sane(value: Any, limit: int) -> bool:
 
 def parse_event(raw: Any, index: int) -> _Event:
     """One event as sent, checked field by field; ValueError names the field at fault."""
-    if not isinstance(raw, dict):
-        raise ValueError("event: must be an object")
+    if type(raw) is not dict:
+        if not isinstance(raw, dict):
+            raise ValueError("event: must be an object")
     get = raw.get
     transaction_id, customer = get("transaction_id"), get("customer")
     subscription_id, metric = get("subscription_id"), get("metric")
     # Most events pass one quick test per field; the full checks find the words for the rest.
-    if not _sane(transaction_id, 200):
+    if not (
+        type(transaction_id) is str
+        and 0 < len(transaction_id) <= 200
+        and "\x00" not in transaction_id
+    ):
         transaction_id = _text(raw, "transaction_id", 200, True)
-    if customer is not None and not _sane(customer, 200):
+    if customer is not None and not (
+        type(customer) is str and 0 < len(customer) <= 200 and "\x00" not in customer
+    ):
         customer = _text(raw, "customer", 200, False)
     if subscription_id is not None and not _sane(subscription_id, 40):
         subscription_id = _text(raw, "subscription_id", 40, False)
     if customer is None and subscription_id is None:
         raise ValueError("customer: give the customer's external id or a subscription_id")
-    if not _sane(metric, 100):
+    if not (type(metric) is str and 0 < len(metric) <= 100 and "\x00" not in metric):
         metric = _text(raw, "metric", 100, True)
-    occurred_at = _timestamp(get("timestamp"))
+    stamp = get("timestamp")
+    if type(stamp) is str and _utc_second_z(stamp) is not None and stamp[:10] in _DAYS:
+        occurred_iso = stamp[:19] + "+00:00"
+    else:
+        occurred_iso = _utc_iso(stamp)
     properties = get("properties")
     if properties is None:
         properties = {}
-    elif not isinstance(properties, dict):
+    elif type(properties) is not dict and not isinstance(properties, dict):
         raise ValueError("properties: must be an object")
     # Keys sorted once: the fingerprint ignores key order, and the same text is stored.
     try:
@@ -204,20 +257,17 @@ def parse_event(raw: Any, index: int) -> _Event:
         raise ValueError(f"properties: not JSON ({error})") from None
     if b"\\u0000" in properties_json and _NUL.search(properties_json):
         raise ValueError("properties: text must not contain NUL characters")
-    occurred_iso = occurred_at.isoformat()
-    event = _Event(
+    return _Event(
         index,
         transaction_id,  # type: ignore[arg-type]
         customer,
         subscription_id,
         metric,  # type: ignore[arg-type]
-        occurred_at,
+        occurred_iso,
         properties,
         fingerprint_of(customer, subscription_id, metric, occurred_iso, properties_json),  # type: ignore[arg-type]
+        properties_json.decode(),
     )
-    event.properties_json = properties_json.decode()
-    event.occurred_iso = occurred_iso
-    return event
 
 
 @dataclass
@@ -226,6 +276,12 @@ class PreparedBatch:
 
     events: list[_Event]
     outcomes: list[EventOutcome | None]
+    # The events by transaction id.
+    by_id: dict[str, _Event] = field(default_factory=dict)
+    # Set by a file import: the ids that its earlier chunks, perhaps not yet committed, also
+    # carry. All other ids are looked up before the claim lock is taken (while the previous
+    # chunk is written), and only these under it. None: every id is looked up under the lock.
+    in_flight: set[str] | None = None
 
 
 def prepare_events(raw_events: Sequence[Any]) -> PreparedBatch:
@@ -235,19 +291,21 @@ def prepare_events(raw_events: Sequence[Any]) -> PreparedBatch:
         raise InvalidInput(f"events: at most {MAX_BATCH} per batch", field="events")
     outcomes: list[EventOutcome | None] = [None] * len(raw_events)
     first: dict[str, _Event] = {}
+    claim = first.setdefault
+    parse = parse_event
     for index, raw in enumerate(raw_events):
         try:
-            event = parse_event(raw, index)
+            event = parse(raw, index)
         except ValueError as error:
             tid = raw.get("transaction_id") if isinstance(raw, dict) else None
             outcomes[index] = EventOutcome(
                 index, tid if isinstance(tid, str) else None, REJECTED, str(error)
             )
             continue
-        seen = first.get(event.transaction_id)
-        if seen is None:
-            first[event.transaction_id] = event
-        elif seen.fingerprint == event.fingerprint:
+        seen = claim(event.transaction_id, event)
+        if seen is event:
+            continue
+        if seen.fingerprint == event.fingerprint:
             outcomes[index] = EventOutcome(index, event.transaction_id, DUPLICATE)
         else:
             outcomes[index] = EventOutcome(
@@ -257,7 +315,7 @@ def prepare_events(raw_events: Sequence[Any]) -> PreparedBatch:
                 f"transaction_id: event {seen.index} of this batch has the same id with "
                 "different content",
             )
-    return PreparedBatch(list(first.values()), outcomes)
+    return PreparedBatch(list(first.values()), outcomes, first)
 
 
 def ingest_events(
@@ -289,23 +347,15 @@ def store_events_batch(
     now = utcnow()
     result = IngestResult()
     events, outcomes = batch.events, batch.outcomes
+    existing: Mapping[str, bytes] = {}
     if events:
         if db.dialect == "postgresql":
-            ensure_partitions(db, {(e.occurred_at.year, e.occurred_at.month) for e in events})
-        late = _write_with_retry(db, actor, events, now, outcomes, before_claim)
-        result.late_periods = late
-    for index, outcome in enumerate(outcomes):
-        assert outcome is not None, index
-        if outcome.status == ACCEPTED:
-            result.accepted += 1
-            if outcome.quarantined:
-                result.quarantined += 1
-        elif outcome.status == DUPLICATE:
-            result.duplicates += 1
-        else:
-            result.rejected += 1
-        if detail or outcome.status == REJECTED:
-            result.outcomes.append(outcome)
+            months = set(map(itemgetter(slice(7)), map(attrgetter("occurred_iso"), events)))
+            ensure_partitions(db, {(int(m[:4]), int(m[5:7])) for m in months})
+        result.late_periods, existing = _write_with_retry(
+            db, actor, events, now, before_claim, batch.in_flight
+        )
+    _answer(events, existing, outcomes, result, detail)
     if result.late_periods:
         # Re-rate drafts now; a failure here leaves the periods marked for the next attempt.
         from tallybook.services.late_usage import rerate_late_drafts
@@ -322,29 +372,32 @@ def _write_with_retry(
     actor: Actor,
     events: list[_Event],
     now: datetime,
-    outcomes: list[EventOutcome | None],
     before_claim: Callable[[], object] | None = None,
-) -> int:
+    in_flight: set[str] | None = None,
+) -> tuple[int, Mapping[str, bytes]]:
+    """Write the batch; returns the number of late periods and the ids that were already
+    taken, with the fingerprint each was first accepted with."""
     org_id = actor.organization_id
     for attempt in range(5):
         try:
             if db.dialect == "postgresql":
-                late, existing = _write_postgresql(db, org_id, events, now, before_claim)
-                _finish(events, existing, outcomes)
-            else:
-                if before_claim is not None:
-                    before_claim()
-                with db.transaction() as session:
-                    _attribute(events, _lookup(session, org_id, events))
-                    late = _write_sqlite(session, org_id, events, now, outcomes)
+                return _write_postgresql(db, org_id, events, now, before_claim, in_flight)
+            if before_claim is not None:
+                before_claim()
+            with db.transaction() as session:
+                _attribute(events, _lookup(session, org_id, _wanted(events)))
+                return _write_sqlite(session, org_id, events, now)
         except (DBAPIError, psycopg.Error) as error:
             # Deadlock or serialization failure against a billing run: nothing was written;
             # try the whole batch again. (Raw driver statements raise psycopg's own errors.)
+            # An id looked up before the lock and claimed by another writer since then breaks
+            # the unique key: nothing was written either; look every id up under the lock.
             code = getattr(getattr(error, "orig", error), "sqlstate", None)
+            if code == "23505" and in_flight is not None:
+                in_flight = None
+                continue
             if code not in ("40P01", "40001") or attempt == 4:
                 raise
-            continue
-        return late
     raise AssertionError("unreachable")
 
 
@@ -365,16 +418,39 @@ WHERE organization_id = %(org)s AND (external_id = ANY(%(externals)b) OR id = AN
 ORDER BY id"""
 
 
-def _lookup(session: Session, org_id: str, events: list[_Event], lock: bool = False) -> _Found:
+@dataclass(frozen=True)
+class _Wanted:
+    """The metrics, customers (external ids) and subscriptions a batch names."""
+
+    metric_codes: set[str]
+    externals: set[str]
+    subscription_ids: set[str]
+
+
+def _wanted(events: list[_Event]) -> _Wanted:
+    by_subscription = [e for e in events if e.subscription_id is not None]
+    externals = set(map(attrgetter("customer"), events))
+    if by_subscription:
+        externals = {
+            e.customer for e in events if e.customer is not None and e.subscription_id is None
+        }
+    externals.discard(None)  # type: ignore[arg-type]
+    return _Wanted(
+        set(map(attrgetter("metric_code"), events)),
+        externals,  # type: ignore[arg-type]
+        {e.subscription_id for e in by_subscription},  # type: ignore[misc]
+    )
+
+
+def _lookup(session: Session, org_id: str, wanted: _Wanted, lock: bool = False) -> _Found:
     """The batch's customers, subscriptions and metrics.
 
     With `lock` (PostgreSQL) the customers are share-locked: a billing run holds them for
     update while it rates their usage, so an event either lands before the rating (and is
     rated) or after it (and finds the rated period, which it marks late).
     """
-    metrics = load_metrics(session, org_id, {e.metric_code for e in events})
-    externals = {e.customer for e in events if e.customer is not None and e.subscription_id is None}
-    sub_ids = {e.subscription_id for e in events if e.subscription_id is not None}
+    metrics = load_metrics(session, org_id, wanted.metric_codes)
+    externals, sub_ids = wanted.externals, wanted.subscription_ids
     by_external: dict[str, str] = {}
     subs: dict[str, tuple[str, str | None]] = {}
     if session.get_bind().dialect.name == "postgresql":
@@ -420,9 +496,18 @@ def _lookup(session: Session, org_id: str, events: list[_Event], lock: bool = Fa
 def _attribute(events: list[_Event], found: _Found) -> None:
     """Each event's customer id; the reason to quarantine or reject it, if any."""
     metrics, by_external, subs = found.metrics, found.by_external, found.subscriptions
+    customer_of = by_external.get
+    # Per metric, the property a JSON integer satisfies at once (numeric metrics), else None.
+    numeric = {
+        code: metric.field if metric.aggregation in NUMERIC else None
+        for code, metric in metrics.items()
+    }
     for event in events:
-        event.customer_id = event.quarantine = event.rejected = None
-        if event.subscription_id is not None:
+        event.quarantine = event.rejected = None
+        if event.subscription_id is None:
+            event.customer_id = customer_of(event.customer)  # type: ignore[arg-type]
+        else:
+            event.customer_id = None
             owner = subs.get(event.subscription_id)
             if owner is None:
                 event.rejected = f"subscription_id: subscription {event.subscription_id} not found"
@@ -433,18 +518,19 @@ def _attribute(events: list[_Event], found: _Found) -> None:
                 )
                 continue
             event.customer_id = owner[0]
-        else:
-            event.customer_id = by_external.get(event.customer)  # type: ignore[arg-type]
-        metric = metrics.get(event.metric_code)
+        code = event.metric_code
+        metric = metrics.get(code)
         if metric is not None:
-            reason = metric.check_event(event.properties)
-            if reason is not None:
-                event.rejected = reason
-                continue
+            field = numeric[code]
+            if field is None or type(event.properties.get(field)) is not int:
+                reason = metric.check_event(event.properties)
+                if reason is not None:
+                    event.rejected = reason
+                    continue
         if event.customer_id is None:
             event.quarantine = f"customer {event.customer} does not exist yet"
         elif metric is None:
-            event.quarantine = f"metric {event.metric_code} does not exist yet"
+            event.quarantine = f"metric {code} does not exist yet"
 
 
 def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
@@ -452,31 +538,57 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-def _finish(
+def _answer(
     events: list[_Event],
     existing: Mapping[str, bytes | None],
     outcomes: list[EventOutcome | None],
+    result: IngestResult,
+    detail: bool,
 ) -> None:
     """Answers: claimed ids are accepted; the others are duplicates or conflicts, by the
-    fingerprint their id was first accepted with (`existing`)."""
+    fingerprint their id was first accepted with (`existing`). Without detail, plainly
+    accepted and duplicate events are only counted: a file import itemises the rejected."""
+    accepted = duplicates = 0
     for event in events:
+        tid = event.transaction_id
         if event.rejected is not None:
-            outcomes[event.index] = EventOutcome(
-                event.index, event.transaction_id, REJECTED, event.rejected
-            )
-        elif event.transaction_id not in existing:
-            outcomes[event.index] = EventOutcome(
-                event.index, event.transaction_id, ACCEPTED, quarantined=event.quarantine
-            )
-        elif existing.get(event.transaction_id) == event.fingerprint:
-            outcomes[event.index] = EventOutcome(event.index, event.transaction_id, DUPLICATE)
+            outcomes[event.index] = EventOutcome(event.index, tid, REJECTED, event.rejected)
+        elif tid not in existing:
+            if detail or event.quarantine is not None:
+                outcomes[event.index] = EventOutcome(
+                    event.index, tid, ACCEPTED, quarantined=event.quarantine
+                )
+            else:
+                accepted += 1
+        elif existing[tid] == event.fingerprint:
+            if detail:
+                outcomes[event.index] = EventOutcome(event.index, tid, DUPLICATE)
+            else:
+                duplicates += 1
         else:
             outcomes[event.index] = EventOutcome(
                 event.index,
-                event.transaction_id,
+                tid,
                 REJECTED,
                 "transaction_id: already used for an event with different content",
             )
+    # With the answers given when the batch was prepared (repeats within it, unreadable events).
+    for outcome in outcomes:
+        if outcome is None:
+            continue
+        status = outcome.status
+        if status == ACCEPTED:
+            accepted += 1
+            if outcome.quarantined is not None:
+                result.quarantined += 1
+        elif status == DUPLICATE:
+            duplicates += 1
+        else:
+            result.rejected += 1
+        if detail or status == REJECTED:
+            result.outcomes.append(outcome)
+    result.accepted += accepted
+    result.duplicates += duplicates
 
 
 # Batches of one organisation claim ids one at a time: the lock is held until commit, so the
@@ -495,10 +607,29 @@ def hold_ingestion(session: Session, org_id: str) -> None:
         session.connection().connection.driver_connection.execute(_CLAIM, {"org": org_id})
 
 
+# One index probe per id, whatever the table's statistics say: `transaction_id = ANY(...)`
+# lets the planner scan all of the organisation's keys against the list when the statistics
+# are missing or stale (a fresh or truncated table), which grows with every batch.
+# The ids go as one JSON text: adapting a list of 10,000 strings as an array parameter costs
+# the client more than the lookup costs the server.
 _EXISTING = """
-SELECT transaction_id, fingerprint FROM usage_event_keys
-WHERE organization_id = %(org)s AND transaction_id = ANY(%(ids)b)
+SELECT t.id, k.fingerprint FROM json_array_elements_text(%(ids)s::json) AS t(id)
+CROSS JOIN LATERAL (
+    SELECT fingerprint FROM usage_event_keys
+    WHERE organization_id = %(org)s AND transaction_id = t.id LIMIT 1
+) AS k
 """
+
+
+def _existing(raw: psycopg.Connection[Any], org_id: str, ids: list[str]) -> dict[str, bytes]:
+    """Those of these ids that are taken, with the fingerprint each was first accepted with."""
+    if not ids:
+        return {}
+    found = raw.execute(
+        _EXISTING, {"org": org_id, "ids": orjson.dumps(ids).decode()}, prepare=False
+    ).fetchall()
+    return {tid: bytes(first) for tid, first in found}
+
 
 _COPY_KEYS = "COPY usage_event_keys (organization_id, transaction_id, fingerprint) FROM STDIN"
 
@@ -530,27 +661,31 @@ def _copy_text(value: str) -> str:
 def _copy_rows(org_id: str, events: list[_Event], received: str) -> tuple[list[str], list[str]]:
     """Each event as COPY text rows, for usage_event_keys and for usage_events (quarantined and
     rejected events get an empty one), built directly: several times cheaper than adapting
-    each value. Most events hold no character COPY must escape: one check finds out."""
-    keys, rows = [], []
+    each value. Most batches hold no character COPY must escape: one check finds out."""
     null = "\\N"
-    for e in events:
-        supplied = e.transaction_id + e.metric_code + e.properties_json
-        if "\\" in supplied or "\t" in supplied or "\n" in supplied or "\r" in supplied:
-            tid, metric, properties = (
-                _copy_text(e.transaction_id),
-                _copy_text(e.metric_code),
-                _copy_text(e.properties_json),
-            )
-        else:
-            tid, metric, properties = e.transaction_id, e.metric_code, e.properties_json
-        keys.append(f"{org_id}\t{tid}\t\\\\x{e.fingerprint.hex()}\n")
-        if e.rejected is None and e.quarantine is None:
-            rows.append(
-                f"{org_id}\t{e.customer_id}\t{metric}\t{e.occurred_iso}\t{tid}\t"
-                f"{e.subscription_id or null}\t{properties}\t{received}\n"
-            )
-        else:
-            rows.append("")
+    supplied = "".join(
+        [e.transaction_id for e in events]
+        + [e.metric_code for e in events]
+        + [e.properties_json for e in events]
+    )
+    if "\\" in supplied or "\t" in supplied or "\n" in supplied or "\r" in supplied:
+        escaped = [
+            (_copy_text(e.transaction_id), _copy_text(e.metric_code), _copy_text(e.properties_json))
+            for e in events
+        ]
+    else:
+        escaped = [(e.transaction_id, e.metric_code, e.properties_json) for e in events]
+    keys = [
+        f"{org_id}\t{tid}\t\\\\x{e.fingerprint.hex()}\n"
+        for e, (tid, _, _) in zip(events, escaped, strict=True)
+    ]
+    rows = [
+        f"{org_id}\t{e.customer_id}\t{metric}\t{e.occurred_iso}\t{tid}\t"
+        f"{e.subscription_id or null}\t{properties}\t{received}\n"
+        if e.rejected is None and e.quarantine is None
+        else ""
+        for e, (tid, metric, properties) in zip(events, escaped, strict=True)
+    ]
     return keys, rows
 
 
@@ -560,6 +695,7 @@ def _write_postgresql(
     events: list[_Event],
     now: datetime,
     before_claim: Callable[[], object] | None = None,
+    in_flight: set[str] | None = None,
 ) -> tuple[int, dict[str, bytes]]:
     """Claim the ids not yet taken and COPY the claimed events straight into usage_events:
     the database does little more than the raw COPY floor plus one index entry per id.
@@ -567,11 +703,18 @@ def _write_postgresql(
     Attribution and the COPY text are prepared before the organisation's claim lock, so the
     batches of one organisation queue only for the database's part of the work; under the lock
     the lookups are repeated (customers share-locked) and the preparation redone if anything
-    changed. Returns the number of late periods and the ids that were already taken, with the
-    fingerprint each was first accepted with.
+    changed. With `in_flight` (a file import) the ids are looked up before the lock too, and
+    only those in flight again under it; an id another writer claimed in between breaks the
+    unique key and the caller tries again. Returns the number of late periods and the ids that
+    were already taken, with the fingerprint each was first accepted with.
     """
+    early: dict[str, bytes] = {}
+    wanted = _wanted(events)
     with db.reading() as session:
-        found = _lookup(session, org_id, events)
+        found = _lookup(session, org_id, wanted)
+        if in_flight is not None:
+            raw = session.connection().connection.driver_connection
+            early = _existing(raw, org_id, [e.transaction_id for e in events])
     _attribute(events, found)
     received = now.isoformat()
     keys, rows = _copy_rows(org_id, events, received)
@@ -580,26 +723,38 @@ def _write_postgresql(
     with db.transaction() as session:
         raw = session.connection().connection.driver_connection
         raw.execute(_CLAIM, {"org": org_id})
-        locked = _lookup(session, org_id, events, lock=True)
+        locked = _lookup(session, org_id, wanted, lock=True)
         if locked != found:
             # A customer, subscription or metric changed meanwhile: prepare again, locked.
             _attribute(events, locked)
             keys, rows = _copy_rows(org_id, events, received)
-        existing: dict[str, bytes] = {}
-        sendable = [e.transaction_id for e in events if e.rejected is None]
+        if in_flight is None:
+            existing = _existing(
+                raw, org_id, [e.transaction_id for e in events if e.rejected is None]
+            )
+        else:
+            existing = early
+            existing.update(
+                _existing(
+                    raw,
+                    org_id,
+                    [
+                        e.transaction_id
+                        for e in events
+                        if e.transaction_id in in_flight and e.transaction_id not in early
+                    ],
+                )
+            )
+        claimed = [
+            i
+            for i, e in enumerate(events)
+            if e.rejected is None and e.transaction_id not in existing
+        ]
+        stored = [events[i] for i in claimed if rows[i]]
         with raw.cursor() as cursor:
-            if sendable:
-                cursor.execute(_EXISTING, {"org": org_id, "ids": sendable})
-                existing = {tid: bytes(first) for tid, first in cursor.fetchall()}
-            claimed = [
-                i
-                for i, e in enumerate(events)
-                if e.rejected is None and e.transaction_id not in existing
-            ]
             if claimed:
                 with cursor.copy(_COPY_KEYS) as copy:
                     copy.write("".join([keys[i] for i in claimed]))
-            stored = [events[i] for i in claimed if rows[i]]
             if stored:
                 with cursor.copy(_COPY_EVENTS) as copy:
                     copy.write("".join([rows[i] for i in claimed]))
@@ -623,22 +778,13 @@ def _write_postgresql(
                         for e in held
                     ],
                 )
-        late = mark_late(
-            session,
-            org_id,
-            [(e.customer_id, e.subscription_id, e.occurred_at) for e in stored],  # type: ignore[misc]
-            now,
-        )
+        late = mark_late(session, org_id, stored, now)
     return late, existing
 
 
 def _write_sqlite(
-    session: Session,
-    org_id: str,
-    events: list[_Event],
-    now: datetime,
-    outcomes: list[EventOutcome | None],
-) -> int:
+    session: Session, org_id: str, events: list[_Event], now: datetime
+) -> tuple[int, dict[str, bytes]]:
     existing: dict[str, bytes] = {}
     ids = [e.transaction_id for e in events]
     for chunk in _chunks(ids, 500):
@@ -684,17 +830,13 @@ def _write_sqlite(
                     for e in held
                 ],
             )
-    _finish(events, existing, outcomes)
-    return mark_late(
+    late = mark_late(
         session,
         org_id,
-        [
-            (e.customer_id, e.subscription_id, e.occurred_at)
-            for e in claimable
-            if e.quarantine is None and e.customer_id is not None
-        ],
+        [e for e in claimable if e.quarantine is None and e.customer_id is not None],
         now,
     )
+    return late, existing
 
 
 def store_events(session: Session, org_id: str, events: Iterable[Any], now: datetime) -> None:
@@ -727,14 +869,15 @@ WHERE s.organization_id = %s AND s.customer_id = ANY(%b)
 def mark_late(
     session: Session,
     org_id: str,
-    events: Sequence[tuple[str, str | None, datetime]],
+    events: Sequence[_Event],
     now: datetime,
 ) -> int:
-    """Mark rated usage periods that these (customer, subscription, instant) events fall in."""
+    """Mark rated usage periods that these stored (attributed) events fall in."""
     if not events:
         return 0
-    customers = sorted({c for c, _, _ in events})
-    earliest = min(at for _, _, at in events)
+    customers = sorted(set(map(attrgetter("customer_id"), events)))
+    # UTC isoformat() texts sort as their instants do.
+    earliest = datetime.fromisoformat(min(map(attrgetter("occurred_iso"), events)))
     candidates: dict[str, list[tuple[str, datetime, datetime]]] = {}
     if session.get_bind().dialect.name == "postgresql":
         # Array parameters: an IN list of a batch's thousand customers costs more to compile
@@ -746,7 +889,7 @@ def mark_late(
     else:
         found = (
             row
-            for chunk in _chunks(customers, 500)
+            for chunk in _chunks(customers, 500)  # type: ignore[arg-type]
             for row in session.execute(
                 select(
                     Subscription.customer_id,
@@ -768,9 +911,15 @@ def mark_late(
         )
     for customer_id, sub_id, start, end in found:
         candidates.setdefault(customer_id, []).append((sub_id, start, end))
+    if not candidates:
+        return 0
     marks: set[tuple[str, datetime, datetime]] = set()
-    for customer_id, subscription_id, at in events:
-        for sub_id, start, end in candidates.get(customer_id, ()):
+    for event in events:
+        periods = candidates.get(event.customer_id)  # type: ignore[arg-type]
+        if not periods:
+            continue
+        at, subscription_id = event.occurred_at, event.subscription_id
+        for sub_id, start, end in periods:
             if start <= at < end and subscription_id in (None, sub_id):
                 marks.add((sub_id, start, end))
     if not marks:
@@ -907,7 +1056,7 @@ def release_quarantine(
                 row.customer_external_id,
                 row.subscription_id,
                 row.metric_code,
-                row.occurred_at,
+                row.occurred_at.astimezone(UTC).isoformat(),
                 row.properties,
                 b"",
                 customer_id=customer_id,
@@ -916,12 +1065,7 @@ def release_quarantine(
         session.delete(row)
     session.flush()
     store_events(session, org_id, released, now)
-    mark_late(
-        session,
-        org_id,
-        [(e.customer_id, e.subscription_id, e.occurred_at) for e in released],  # type: ignore[misc]
-        now,
-    )
+    mark_late(session, org_id, released, now)
     return len(released)
 
 

@@ -119,6 +119,38 @@ def test_ndjson_across_chunks_numbers_rejections_by_line(db: Database, tmp_path:
     assert _count(db, actor) == 5
 
 
+def test_ndjson_byte_order_mark_blank_start_and_windows_line_ends(
+    db: Database, tmp_path: Path
+) -> None:
+    actor = _world(db)
+    path = tmp_path / "usage.ndjson"
+    path.write_bytes(
+        b"\xef\xbb\xbf \r\n"  # line 1: a byte order mark, then nothing
+        b"\r\n"  # line 2: blank
+        + orjson.dumps(_event("w1"))
+        + b"\r\n"  # line 3
+        + b"\t \r\n"  # line 4: blank
+        + orjson.dumps(_event("w2", timestamp="2026-03-01T10:00:00.5+00:00"))
+        + b"\r\n"  # line 5
+        + b'{"transaction_id": "w3"\r\n'  # line 6: cut short
+        + orjson.dumps(_event("w4"))  # line 7: no line end
+    )
+    seen: list[int] = []
+    result = import_events_file(db, actor, path, chunk_size=2, progress=seen.append)
+    assert (result.accepted, result.rejected) == (3, 1)
+    assert [(o.index, o.reason) for o in result.outcomes] == [
+        (6, "event: not valid JSON (unexpected end of data at column 24)")
+    ]
+    assert sorted(_stored(db, actor)) == ["w1", "w2", "w4"]
+    assert seen[-1] == path.stat().st_size
+    # Only blank lines: nothing to import. A JSON array after blank lines: refused.
+    path.write_bytes(b"\xef\xbb\xbf\n\n  \n")
+    assert import_events_file(db, actor, path).summary()["accepted"] == 0
+    path.write_bytes(b"\n\n[" + orjson.dumps(_event("a")) + b"]\n")
+    with pytest.raises(InvalidInput, match="JSON array"):
+        import_events_file(db, actor, path)
+
+
 def test_csv_columns_properties_and_row_numbers(db: Database, tmp_path: Path) -> None:
     actor = _world(db)
     path = tmp_path / "usage.csv"

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import make_org
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
@@ -992,3 +992,111 @@ def test_numbers_postgresql_cannot_read_are_refused_at_the_door(db: Database, te
     )
     result = send(db, actor, ("x", "gb", iso(2026, 1, 2), {"gb": text}))
     assert result.outcomes[0].reason == "properties.gb: metric gb needs a number here"
+
+
+# The common forms of a UTC time are read from their text; every other form goes through
+# datetime. Both must give the same instant, written the same way, or the same refusal.
+_utc_texts = st.builds(
+    lambda day, seconds, fraction, suffix: (
+        f"{day.isoformat()}T{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+        f"{fraction}{suffix}"
+    ),
+    st.dates(min_value=datetime(1999, 1, 1).date(), max_value=datetime(2100, 12, 31).date()),
+    st.integers(0, 86_399),
+    st.one_of(st.just(""), st.from_regex(r"\.[0-9]{1,7}", fullmatch=True)),
+    st.sampled_from(["Z", "+00:00", "z", "+01:00", "-00:00", ""]),
+)
+_odd_texts = st.one_of(
+    st.from_regex(
+        r"20[0-9]{2}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,7})?(Z|\+00:00)?",
+        fullmatch=True,
+    ),
+    st.text(max_size=30),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.one_of(_utc_texts, _odd_texts))
+@example(text="2026-01-05T03:04:05Z")
+@example(text="2026-01-05T03:04:05.000Z")
+@example(text="2026-01-05T03:04:05.120+00:00")
+@example(text="2026-02-29T00:00:00Z")
+@example(text="2028-02-29T23:59:59Z")
+@example(text="2026-01-05T24:00:00Z")
+@example(text="2026-01-05T03:04:60Z")
+@example(text="1999-12-31T23:59:59Z")
+def test_a_timestamp_text_is_read_as_datetime_reads_it(text: str) -> None:
+    try:
+        expected: str | BaseException = events._timestamp(text).isoformat()
+    except ValueError as error:
+        expected = error
+    try:
+        got: str | BaseException = events._utc_iso(text)
+    except ValueError as error:
+        got = error
+    if isinstance(expected, BaseException):
+        assert isinstance(got, ValueError) and str(got) == str(expected)
+    else:
+        assert got == expected
+        parsed = events.parse_event(
+            {"transaction_id": "t", "customer": "c", "metric": "m", "timestamp": text}, 0
+        )
+        assert parsed.occurred_iso == expected
+        assert parsed.occurred_at == datetime.fromisoformat(expected)
+
+
+def test_an_id_claimed_meanwhile_by_another_writer_is_answered_as_a_duplicate(
+    postgres_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file import looks ids up before taking the claim lock. When another writer claims one
+    of them in between, the unique key refuses the batch, which is written again with every id
+    looked up under the lock: nothing half-written, and the answer is still right."""
+    db = postgres_db
+    actor, customer = world(db)
+    metering.create_metric(db, actor, {"code": "calls", "aggregation": "count"})
+    real_existing = events._existing
+    calls: list[list[str]] = []
+    other_writer = threading.local()
+
+    def existing(raw: Any, org_id: str, ids: list[str]) -> dict[str, bytes]:
+        if getattr(other_writer, "busy", False):
+            return real_existing(raw, org_id, ids)
+        calls.append(list(ids))
+        found = real_existing(raw, org_id, ids)
+        if len(calls) == 1:
+            # Looked up before the lock: nothing taken yet. Then another writer claims "b".
+            other_writer.busy = True
+            try:
+                assert send(db, actor, ("b", "calls", iso(2026, 1, 2), {})).accepted == 1
+            finally:
+                other_writer.busy = False
+        return found
+
+    monkeypatch.setattr(events, "_existing", existing)
+    batch = events.prepare_events(
+        [
+            {
+                "transaction_id": tid,
+                "customer": "quarry",
+                "metric": "calls",
+                "timestamp": iso(2026, 1, 2),
+            }
+            for tid in ("a", "b", "c")
+        ]
+    )
+    batch.in_flight = set()
+    result = events.store_events_batch(db, actor, batch)
+    assert [(o.transaction_id, o.status) for o in result.outcomes] == [
+        ("a", "accepted"),
+        ("b", "duplicate"),
+        ("c", "accepted"),
+    ]
+    # Before the lock, then under it (none in flight); written again: every id under the lock.
+    assert calls == [["a", "b", "c"], [], ["a", "b", "c"]]
+    with db.reading() as session:
+        stored = session.scalars(
+            select(UsageEvent.transaction_id).where(
+                UsageEvent.organization_id == actor.organization_id
+            )
+        ).all()
+    assert sorted(stored) == ["a", "b", "c"]
