@@ -809,6 +809,19 @@ def _page_style(color: str, language: str) -> str:
     )
 
 
+def _one_line(text: Any) -> str:
+    """Text as one line: its line breaks and runs of spaces as one space (as HTML shows text
+    outside a `multiline` element)."""
+    return " ".join(str(text).split())
+
+
+def _lines(items: Iterable[Any]) -> str:
+    """Lines for a `multiline` element (white-space: pre-line), one a line: line breaks as
+    newline characters rather than <br> elements, each of which WeasyPrint styles and lays
+    out as an element and a pseudo-element."""
+    return "\n".join(_one_line(item) for item in items)
+
+
 class _LocalOnly:
     """Lets documents load data: URIs and the bundled fonts only. A logo's SVG can name any
     URL; nothing is fetched from the network or from elsewhere on the disk."""
@@ -900,6 +913,8 @@ class _Engine:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.templates.filters["one_line"] = _one_line
+        self.templates.filters["lines"] = _lines
         self.base_url = TEMPLATES.as_uri() + "/"
         defaults = CSS(string=_TEMPLATE_DEFAULTS)
 
@@ -1115,6 +1130,51 @@ def _render_batch(jobs: list[tuple[Sheet, bytes | None]]) -> tuple[list[bytes], 
     return contents, time.process_time() - started
 
 
+FORK_SERVER_MAIN = "TALLYBOOK_FORK_SERVER_MAIN"
+
+
+def _name_main_for_fork_server() -> None:
+    """Tell the fork server (in the environment it inherits) the caller's main module, a
+    script or a command, with the arguments and import path a worker imports it with: every
+    worker imports it before its first job unless the server has (a command's imports take
+    a second). CPython 3.11 means to do this for a preloaded "__main__" but never passes the
+    server the path."""
+    import json
+    from multiprocessing import spawn
+
+    data = spawn.get_preparation_data("renderer")
+    if "init_main_from_path" not in data:
+        os.environ.pop(FORK_SERVER_MAIN, None)
+        return
+    os.environ[FORK_SERVER_MAIN] = json.dumps(
+        {key: data[key] for key in ("init_main_from_path", "sys_argv", "sys_path")}
+    )
+
+
+def warm_up() -> None:
+    """Set up this process's renderer and set one small invoice and its Factur-X, so that
+    the fonts, templates and code paths the first real document needs are loaded."""
+    from tallybook.core.einvoice import LineFacts, PostalAddress, build_document
+
+    seller = Party(
+        "Tallybook", PostalAddress("Street 1", None, "Berlin", "10117", None, "DE"), "DE1"
+    )
+    document = build_document(
+        kind=DocumentKind.INVOICE,
+        number="WARM-UP-1",
+        issue_date=date(2026, 1, 1),
+        currency="EUR",
+        seller=seller,
+        buyer=seller,
+        lines=[LineFacts("Warm-up", Decimal(1), 100, tax_minor=19, tax_percent=Decimal(19))],
+        expected_total_minor=119,
+        due_date=date(2026, 1, 31),
+        payment_account=PaymentAccount("DE44500105175407324931", None, "Tallybook"),
+    )
+    render(CommercialSheet(document))
+    render_facturx(CommercialSheet(document, "de"), b"<warm-up/>")
+
+
 def render_many(
     jobs: Iterable[Sheet | tuple[CommercialSheet, bytes]],
     *,
@@ -1140,9 +1200,11 @@ def render_many(
     from concurrent.futures import ProcessPoolExecutor
 
     # Not forked from the caller, which may hold database connections and threads: from a
-    # fork server that has imported WeasyPrint once, so each worker starts without importing.
+    # fork server that has set up and warmed the renderer once (tallybook.formats.
+    # pdf_forkserver), so each worker starts ready to render.
+    _name_main_for_fork_server()
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["weasyprint", "jinja2", __name__])
+    context.set_forkserver_preload(["weasyprint", "jinja2", "tallybook.formats.pdf_forkserver"])
     with ProcessPoolExecutor(max_workers=count, mp_context=context) as pool:
         futures = []
         batch: list[tuple[Sheet, bytes | None]] = []
