@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from operator import attrgetter, itemgetter
+from itertools import compress
 from typing import Any
 
 import orjson
@@ -350,7 +350,9 @@ def store_events_batch(
     existing: Mapping[str, bytes] = {}
     if events:
         if db.dialect == "postgresql":
-            months = set(map(itemgetter(slice(7)), map(attrgetter("occurred_iso"), events)))
+            instants = [e.occurred_iso for e in events]
+            first, last = min(instants), max(instants)
+            months = {first[:7]} if first[:7] == last[:7] else {i[:7] for i in instants}
             ensure_partitions(db, {(int(m[:4]), int(m[5:7])) for m in months})
         result.late_periods, existing = _write_with_retry(
             db, actor, events, now, before_claim, batch.in_flight
@@ -428,17 +430,14 @@ class _Wanted:
 
 
 def _wanted(events: list[_Event]) -> _Wanted:
-    by_subscription = [e for e in events if e.subscription_id is not None]
-    externals = set(map(attrgetter("customer"), events))
-    if by_subscription:
-        externals = {
-            e.customer for e in events if e.customer is not None and e.subscription_id is None
-        }
-    externals.discard(None)  # type: ignore[arg-type]
+    metric_codes = {e.metric_code for e in events}
+    if not any([e.subscription_id for e in events]):
+        # Every event names its customer (the common case).
+        return _Wanted(metric_codes, {e.customer for e in events}, set())  # type: ignore[misc]
     return _Wanted(
-        set(map(attrgetter("metric_code"), events)),
-        externals,  # type: ignore[arg-type]
-        {e.subscription_id for e in by_subscription},  # type: ignore[misc]
+        metric_codes,
+        {e.customer for e in events if e.customer is not None and e.subscription_id is None},
+        {e.subscription_id for e in events if e.subscription_id is not None},
     )
 
 
@@ -669,23 +668,34 @@ def _copy_rows(org_id: str, events: list[_Event], received: str) -> tuple[list[s
         + [e.properties_json for e in events]
     )
     if "\\" in supplied or "\t" in supplied or "\n" in supplied or "\r" in supplied:
-        escaped = [
-            (_copy_text(e.transaction_id), _copy_text(e.metric_code), _copy_text(e.properties_json))
-            for e in events
-        ]
-    else:
-        escaped = [(e.transaction_id, e.metric_code, e.properties_json) for e in events]
-    keys = [
-        f"{org_id}\t{tid}\t\\\\x{e.fingerprint.hex()}\n"
-        for e, (tid, _, _) in zip(events, escaped, strict=True)
-    ]
+        return _escaped_copy_rows(org_id, events, received)
+    keys = [f"{org_id}\t{e.transaction_id}\t\\\\x{e.fingerprint.hex()}\n" for e in events]
     rows = [
-        f"{org_id}\t{e.customer_id}\t{metric}\t{e.occurred_iso}\t{tid}\t"
-        f"{e.subscription_id or null}\t{properties}\t{received}\n"
+        f"{org_id}\t{e.customer_id}\t{e.metric_code}\t{e.occurred_iso}\t{e.transaction_id}\t"
+        f"{e.subscription_id or null}\t{e.properties_json}\t{received}\n"
         if e.rejected is None and e.quarantine is None
         else ""
-        for e, (tid, metric, properties) in zip(events, escaped, strict=True)
+        for e in events
     ]
+    return keys, rows
+
+
+def _escaped_copy_rows(
+    org_id: str, events: list[_Event], received: str
+) -> tuple[list[str], list[str]]:
+    keys, rows = [], []
+    null = "\\N"
+    for e in events:
+        tid = _copy_text(e.transaction_id)
+        keys.append(f"{org_id}\t{tid}\t\\\\x{e.fingerprint.hex()}\n")
+        if e.rejected is None and e.quarantine is None:
+            rows.append(
+                f"{org_id}\t{e.customer_id}\t{_copy_text(e.metric_code)}\t{e.occurred_iso}\t"
+                f"{tid}\t{e.subscription_id or null}\t{_copy_text(e.properties_json)}\t"
+                f"{received}\n"
+            )
+        else:
+            rows.append("")
     return keys, rows
 
 
@@ -734,31 +744,20 @@ def _write_postgresql(
             )
         else:
             existing = early
-            existing.update(
-                _existing(
-                    raw,
-                    org_id,
-                    [
-                        e.transaction_id
-                        for e in events
-                        if e.transaction_id in in_flight and e.transaction_id not in early
-                    ],
-                )
-            )
-        claimed = [
-            i
-            for i, e in enumerate(events)
-            if e.rejected is None and e.transaction_id not in existing
-        ]
-        stored = [events[i] for i in claimed if rows[i]]
+            # (in_flight holds ids of this batch only)
+            existing.update(_existing(raw, org_id, [t for t in in_flight if t not in early]))
+        claims = [e.rejected is None and e.transaction_id not in existing for e in events]
+        claimed = list(compress(events, claims))
+        claimed_rows = list(compress(rows, claims))
+        stored = list(compress(claimed, claimed_rows))  # not quarantined
         with raw.cursor() as cursor:
             if claimed:
                 with cursor.copy(_COPY_KEYS) as copy:
-                    copy.write("".join([keys[i] for i in claimed]))
+                    copy.write("".join(compress(keys, claims)))
             if stored:
                 with cursor.copy(_COPY_EVENTS) as copy:
-                    copy.write("".join([rows[i] for i in claimed]))
-            held = [events[i] for i in claimed if events[i].quarantine is not None]
+                    copy.write("".join(claimed_rows))
+            held = [e for e in claimed if e.quarantine is not None]
             if held:
                 cursor.executemany(
                     _HOLD,
@@ -875,9 +874,9 @@ def mark_late(
     """Mark rated usage periods that these stored (attributed) events fall in."""
     if not events:
         return 0
-    customers = sorted(set(map(attrgetter("customer_id"), events)))
+    customers = sorted({e.customer_id for e in events})  # type: ignore[type-var]
     # UTC isoformat() texts sort as their instants do.
-    earliest = datetime.fromisoformat(min(map(attrgetter("occurred_iso"), events)))
+    earliest = datetime.fromisoformat(min([e.occurred_iso for e in events]))
     candidates: dict[str, list[tuple[str, datetime, datetime]]] = {}
     if session.get_bind().dialect.name == "postgresql":
         # Array parameters: an IN list of a batch's thousand customers costs more to compile
