@@ -13,11 +13,13 @@ from __future__ import annotations
 import codecs
 import csv
 import heapq
+import io
 import itertools
+import os
 import re
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, KeysView
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -259,6 +261,50 @@ def _in_file(outcome: EventOutcome, positions: list[int], label: str) -> EventOu
     return replace(outcome, index=positions[outcome.index], reason=reason)
 
 
+class _SeenIds:
+    """The transaction ids earlier chunks of a file may have carried, as one byte per slot of
+    their hashes (a Bloom filter with one hash function).
+
+    An id whose slot is empty is new to the file: unless it was stored before the import
+    began, it is not taken, so it is claimed without looking it up (a lookup is an index probe
+    per id, as dear to the database as storing the key); the unique key catches the exception,
+    and the batch is written again with every id looked up. The others are looked up. Sized
+    for about one slot in eight taken at the end of the file; after a batch had to be written
+    again (a file imported twice, say) every id is looked up.
+    """
+
+    def __init__(self, file_size: int) -> None:
+        # Every event takes at least 80 bytes or so: 10 slots per 100 bytes, within bounds.
+        wanted = file_size // 10 if file_size else 1 << 22
+        self.slots = bytearray(1 << min(max(wanted.bit_length(), 16), 25))
+        self.mask = len(self.slots) - 1
+        self.off = False
+
+    def lookup(self, ids: Iterable[str]) -> set[str] | None:
+        """The ids to look up; those seen now are remembered. None: all of them."""
+        if self.off:
+            return None
+        slots, mask = self.slots, self.mask
+        again = set()
+        for tid in ids:
+            slot = hash(tid) & mask
+            if slots[slot]:
+                again.add(tid)
+            else:
+                slots[slot] = 1
+        return again
+
+    def give_up(self) -> None:
+        self.off = True
+
+
+def _size(stream: BinaryIO) -> int:
+    try:
+        return os.fstat(stream.fileno()).st_size
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return 0
+
+
 def _store(
     db: Database,
     actor: Actor,
@@ -274,6 +320,7 @@ def _store(
             batch,
             detail=False,
             before_claim=previous.wait if previous is not None else None,
+            after_commit=done.set,
         )
     finally:
         done.set()
@@ -310,6 +357,8 @@ def import_events_file(
     source: _Source = _CsvSource(stream) if kind == "csv" else _NdjsonSource(stream)
     result = IngestResult()
     reported = -1
+    # On PostgreSQL a chunk looks up only the ids that earlier chunks may have carried.
+    seen = _SeenIds(_size(stream)) if db.dialect == "postgresql" else None
 
     def collect(chunk: _Chunk, future: Future[IngestResult] | None) -> None:
         nonlocal reported
@@ -318,6 +367,8 @@ def import_events_file(
         part.outcomes = list(heapq.merge(written, chunk.unreadable, key=lambda o: o.index))
         part.rejected += len(chunk.unreadable)
         result.add(part, keep=KEEP_REJECTED)
+        if part.looked_up_again and seen is not None:
+            seen.give_up()
         if progress is not None:
             progress(chunk.bytes_read)
             reported = chunk.bytes_read
@@ -331,27 +382,23 @@ def import_events_file(
         throughput_gc(),
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="event-import") as worker,
     ):
-        # Chunks submitted and not yet collected, with their ids: until collected, a chunk
-        # may not have committed, so a later chunk looks its ids up again under the lock.
-        pending: deque[tuple[_Chunk, Future[IngestResult] | None, KeysView[str]]] = deque()
+        pending: deque[tuple[_Chunk, Future[IngestResult] | None]] = deque()
         previous: threading.Event | None = None
         for chunk in source.chunks(chunk_size):
             future = None
-            ids: KeysView[str] = {}.keys()
             if chunk.events:
                 # Parsing (the Python half of the work) happens here, meanwhile.
                 batch = events.prepare_events(chunk.events)
-                if workers > 1:
-                    ids = batch.by_id.keys()
-                    batch.in_flight = set().union(*(ids & earlier for _, _, earlier in pending))
+                if seen is not None:
+                    batch.lookup = seen.lookup(batch.by_id)
                 done = threading.Event()
                 future = worker.submit(_store, db, actor, batch, previous, done)
                 previous = done
-            pending.append((chunk, future, ids))
+            pending.append((chunk, future))
             while len(pending) >= workers:
-                collect(*pending.popleft()[:2])
+                collect(*pending.popleft())
         while pending:
-            collect(*pending.popleft()[:2])
+            collect(*pending.popleft())
     if progress is not None and reported != source.bytes_read:
         progress(source.bytes_read)
     return result

@@ -8,9 +8,10 @@ transaction, so the draft is re-rated or the difference billed on the next invoi
 
 On PostgreSQL a batch takes its organisation's claim lock, finds which of its transaction ids
 are taken (one index probe each), and COPYs the new ids into usage_event_keys and the new
-events straight into usage_events, all in one transaction. A file import looks its ids up
-before the lock, while the previous chunk is being written, and only the ids of chunks still
-in flight under it.
+events straight into usage_events, all in one transaction. A file import looks up only the
+ids its earlier lines may have carried and claims the others outright: the unique key of
+usage_event_keys refuses the batch if one was taken after all, and it is written again with
+every id looked up.
 """
 
 from __future__ import annotations
@@ -91,8 +92,11 @@ class IngestResult:
     quarantined: int = 0
     late_periods: int = 0
     outcomes: list[EventOutcome] = field(default_factory=list)
+    # Batches written again because an id claimed without a lookup was taken (file imports).
+    looked_up_again: int = 0
 
     def add(self, other: IngestResult, keep: int | None = None) -> None:
+        self.looked_up_again += other.looked_up_again
         self.accepted += other.accepted
         self.duplicates += other.duplicates
         self.rejected += other.rejected
@@ -278,10 +282,11 @@ class PreparedBatch:
     outcomes: list[EventOutcome | None]
     # The events by transaction id.
     by_id: dict[str, _Event] = field(default_factory=dict)
-    # Set by a file import: the ids that its earlier chunks, perhaps not yet committed, also
-    # carry. All other ids are looked up before the claim lock is taken (while the previous
-    # chunk is written), and only these under it. None: every id is looked up under the lock.
-    in_flight: set[str] | None = None
+    # Set by a file import: the ids to look up (those its earlier chunks may have carried);
+    # the others are claimed outright, and should one be taken after all, its unique key
+    # refuses the batch, which is then written again with every id looked up. None: every id
+    # is looked up.
+    lookup: set[str] | None = None
 
 
 def prepare_events(raw_events: Sequence[Any]) -> PreparedBatch:
@@ -336,12 +341,14 @@ def store_events_batch(
     *,
     detail: bool = True,
     before_claim: Callable[[], object] | None = None,
+    after_commit: Callable[[], object] | None = None,
 ) -> IngestResult:
     """Write a prepared batch in one transaction and answer for each of its events.
 
     `before_claim` runs once the batch is prepared, before its transaction starts: a file
-    import preparing chunk N+1 while chunk N is being written waits there for N to commit,
-    so that the earlier line of a file always wins.
+    import preparing chunk N+1 while chunk N is being written waits there for N to commit
+    (`after_commit`, called before the answers are made), so that the earlier line of a file
+    always wins.
     """
     actor.require(*WRITERS, action="send usage events")
     now = utcnow()
@@ -355,8 +362,10 @@ def store_events_batch(
             months = {first[:7]} if first[:7] == last[:7] else {i[:7] for i in instants}
             ensure_partitions(db, {(int(m[:4]), int(m[5:7])) for m in months})
         result.late_periods, existing = _write_with_retry(
-            db, actor, events, now, before_claim, batch.in_flight
+            db, actor, events, now, before_claim, batch.lookup, result
         )
+    if after_commit is not None:
+        after_commit()
     _answer(events, existing, outcomes, result, detail)
     if result.late_periods:
         # Re-rate drafts now; a failure here leaves the periods marked for the next attempt.
@@ -375,7 +384,8 @@ def _write_with_retry(
     events: list[_Event],
     now: datetime,
     before_claim: Callable[[], object] | None = None,
-    in_flight: set[str] | None = None,
+    lookup: set[str] | None = None,
+    result: IngestResult | None = None,
 ) -> tuple[int, Mapping[str, bytes]]:
     """Write the batch; returns the number of late periods and the ids that were already
     taken, with the fingerprint each was first accepted with."""
@@ -383,7 +393,7 @@ def _write_with_retry(
     for attempt in range(5):
         try:
             if db.dialect == "postgresql":
-                return _write_postgresql(db, org_id, events, now, before_claim, in_flight)
+                return _write_postgresql(db, org_id, events, now, before_claim, lookup)
             if before_claim is not None:
                 before_claim()
             with db.transaction() as session:
@@ -392,11 +402,13 @@ def _write_with_retry(
         except (DBAPIError, psycopg.Error) as error:
             # Deadlock or serialization failure against a billing run: nothing was written;
             # try the whole batch again. (Raw driver statements raise psycopg's own errors.)
-            # An id looked up before the lock and claimed by another writer since then breaks
-            # the unique key: nothing was written either; look every id up under the lock.
+            # An id claimed without a lookup that was taken after all breaks the unique key:
+            # nothing was written either; write the batch again, looking every id up.
             code = getattr(getattr(error, "orig", error), "sqlstate", None)
-            if code == "23505" and in_flight is not None:
-                in_flight = None
+            if code == "23505" and lookup is not None:
+                lookup = None
+                if result is not None:
+                    result.looked_up_again += 1
                 continue
             if code not in ("40P01", "40001") or attempt == 4:
                 raise
@@ -412,11 +424,28 @@ class _Found:
     subscriptions: dict[str, tuple[str, str | None]]  # id -> (customer id, external id)
 
 
+# A control character as orjson escapes it; all else it writes as an array literal would.
+_JSON_CONTROL = re.compile(r"\\[bfnrtu]")
+
+
+def _text_array(values: Iterable[str]) -> str | list[str]:
+    """Text values as a PostgreSQL array parameter (cast it: %s::text[]). Psycopg adapts a list
+    of strings one element at a time in Python; orjson writes the same literal in one go (its
+    escaping of quotes and backslashes is an array literal's), unless some value holds a
+    control character."""
+    values = list(values)
+    literal = orjson.dumps(values).decode()
+    if "\\" in literal and _JSON_CONTROL.search(literal):
+        return values
+    return "{" + literal[1:-1] + "}"
+
+
 # Array parameters, and never a prepared statement: a generic plan would test each customer
 # against every element of the array in turn, where a planned one hashes the array once.
 _CUSTOMERS = """
 SELECT id, external_id FROM customers
-WHERE organization_id = %(org)s AND (external_id = ANY(%(externals)b) OR id = ANY(%(ids)b))
+WHERE organization_id = %(org)s
+  AND (external_id = ANY(%(externals)s::text[]) OR id = ANY(%(ids)s::text[]))
 ORDER BY id"""
 
 
@@ -461,15 +490,19 @@ def _lookup(session: Session, org_id: str, wanted: _Wanted, lock: bool = False) 
             owners = dict(
                 raw.execute(
                     "SELECT id, customer_id FROM subscriptions "
-                    "WHERE organization_id = %s AND id = ANY(%b)",
-                    (org_id, list(sub_ids)),
+                    "WHERE organization_id = %s AND id = ANY(%s::text[])",
+                    (org_id, _text_array(sub_ids)),
                     prepare=False,
                 ).fetchall()
             )
         external_of: dict[str, str | None] = {}
         for customer_id, external_id in raw.execute(
             _CUSTOMERS + (" FOR SHARE" if lock else ""),
-            {"org": org_id, "externals": list(externals), "ids": list(set(owners.values()))},
+            {
+                "org": org_id,
+                "externals": _text_array(externals),
+                "ids": _text_array(set(owners.values())),
+            },
             prepare=False,
         ).fetchall():
             external_of[customer_id] = external_id
@@ -699,13 +732,52 @@ def _escaped_copy_rows(
     return keys, rows
 
 
+@dataclass
+class _CopyText:
+    """A batch's COPY text, made before the claim lock. The rows of the events sure to be
+    claimed (valid, and not to be looked up) are joined already; under the lock only those
+    of the events looked up are added, once the lookup has said which are new."""
+
+    sure_keys: str
+    sure_rows: str
+    sure: list[_Event]
+    keys: list[str]
+    rows: list[str]
+    unsure: list[int]  # positions of the valid events to look up
+    # Whose rated periods the stored events may fall in, and since when (mark_late).
+    customers: list[str]
+    earliest: datetime | None
+
+
+def _prepare_copy(
+    org_id: str, events: list[_Event], received: str, lookup: set[str] | None
+) -> _CopyText:
+    keys, rows = _copy_rows(org_id, events, received)
+    if lookup is None:
+        sure = [False] * len(events)
+    else:
+        sure = [e.rejected is None and e.transaction_id not in lookup for e in events]
+    storing = [e for e in events if e.rejected is None and e.quarantine is None]
+    return _CopyText(
+        "".join(compress(keys, sure)),
+        "".join(compress(rows, sure)),
+        list(compress(events, sure)),
+        keys,
+        rows,
+        [i for i, e in enumerate(events) if e.rejected is None and not sure[i]],
+        sorted({e.customer_id for e in storing}),  # type: ignore[type-var]
+        # UTC isoformat() texts sort as their instants do.
+        datetime.fromisoformat(min([e.occurred_iso for e in storing])) if storing else None,
+    )
+
+
 def _write_postgresql(
     db: Database,
     org_id: str,
     events: list[_Event],
     now: datetime,
     before_claim: Callable[[], object] | None = None,
-    in_flight: set[str] | None = None,
+    lookup: set[str] | None = None,
 ) -> tuple[int, dict[str, bytes]]:
     """Claim the ids not yet taken and COPY the claimed events straight into usage_events:
     the database does little more than the raw COPY floor plus one index entry per id.
@@ -713,21 +785,17 @@ def _write_postgresql(
     Attribution and the COPY text are prepared before the organisation's claim lock, so the
     batches of one organisation queue only for the database's part of the work; under the lock
     the lookups are repeated (customers share-locked) and the preparation redone if anything
-    changed. With `in_flight` (a file import) the ids are looked up before the lock too, and
-    only those in flight again under it; an id another writer claimed in between breaks the
-    unique key and the caller tries again. Returns the number of late periods and the ids that
-    were already taken, with the fingerprint each was first accepted with.
+    changed. With `lookup` (a file import) only those ids are looked up, and the others claimed
+    outright: the unique key refuses the COPY if one was taken after all. Returns the number of
+    late periods and the ids that were already taken, with the fingerprint each was first
+    accepted with.
     """
-    early: dict[str, bytes] = {}
     wanted = _wanted(events)
     with db.reading() as session:
         found = _lookup(session, org_id, wanted)
-        if in_flight is not None:
-            raw = session.connection().connection.driver_connection
-            early = _existing(raw, org_id, [e.transaction_id for e in events])
     _attribute(events, found)
     received = now.isoformat()
-    keys, rows = _copy_rows(org_id, events, received)
+    text = _prepare_copy(org_id, events, received, lookup)
     if before_claim is not None:
         before_claim()
     with db.transaction() as session:
@@ -737,26 +805,22 @@ def _write_postgresql(
         if locked != found:
             # A customer, subscription or metric changed meanwhile: prepare again, locked.
             _attribute(events, locked)
-            keys, rows = _copy_rows(org_id, events, received)
-        if in_flight is None:
-            existing = _existing(
-                raw, org_id, [e.transaction_id for e in events if e.rejected is None]
-            )
-        else:
-            existing = early
-            # (in_flight holds ids of this batch only)
-            existing.update(_existing(raw, org_id, [t for t in in_flight if t not in early]))
-        claims = [e.rejected is None and e.transaction_id not in existing for e in events]
-        claimed = list(compress(events, claims))
-        claimed_rows = list(compress(rows, claims))
-        stored = list(compress(claimed, claimed_rows))  # not quarantined
+            text = _prepare_copy(org_id, events, received, lookup)
+        existing = _existing(raw, org_id, [events[i].transaction_id for i in text.unsure])
+        new = [i for i in text.unsure if events[i].transaction_id not in existing]
+        claimed = text.sure + [events[i] for i in new]
         with raw.cursor() as cursor:
             if claimed:
                 with cursor.copy(_COPY_KEYS) as copy:
-                    copy.write("".join(compress(keys, claims)))
-            if stored:
+                    copy.write(text.sure_keys)
+                    if new:
+                        copy.write("".join([text.keys[i] for i in new]))
+            stored_new = [i for i in new if text.rows[i]]
+            if text.sure_rows or stored_new:
                 with cursor.copy(_COPY_EVENTS) as copy:
-                    copy.write("".join(claimed_rows))
+                    copy.write(text.sure_rows)
+                    if stored_new:
+                        copy.write("".join([text.rows[i] for i in stored_new]))
             held = [e for e in claimed if e.quarantine is not None]
             if held:
                 cursor.executemany(
@@ -777,7 +841,14 @@ def _write_postgresql(
                         for e in held
                     ],
                 )
-        late = mark_late(session, org_id, stored, now)
+        late = mark_late(
+            session,
+            org_id,
+            [e for e in claimed if e.quarantine is None],
+            now,
+            customers=text.customers,
+            earliest=text.earliest,
+        )
     return late, existing
 
 
@@ -860,7 +931,7 @@ _RATED_PERIODS = """
 SELECT s.customer_id, s.id, spi.period_start, spi.period_end
 FROM subscriptions s
 JOIN subscription_period_invoices spi ON spi.subscription_id = s.id
-WHERE s.organization_id = %s AND s.customer_id = ANY(%b)
+WHERE s.organization_id = %s AND s.customer_id = ANY(%s::text[])
   AND spi.timing = 'in_arrears' AND spi.period_end > %s
 """
 
@@ -870,20 +941,25 @@ def mark_late(
     org_id: str,
     events: Sequence[_Event],
     now: datetime,
+    *,
+    customers: list[str] | None = None,
+    earliest: datetime | None = None,
 ) -> int:
-    """Mark rated usage periods that these stored (attributed) events fall in."""
+    """Mark rated usage periods that these stored (attributed) events fall in. `customers` and
+    `earliest`, if given, cover at least these events' customers and instants."""
     if not events:
         return 0
-    customers = sorted({e.customer_id for e in events})  # type: ignore[type-var]
-    # UTC isoformat() texts sort as their instants do.
-    earliest = datetime.fromisoformat(min([e.occurred_iso for e in events]))
+    if customers is None or earliest is None:
+        customers = sorted({e.customer_id for e in events})  # type: ignore[type-var]
+        # UTC isoformat() texts sort as their instants do.
+        earliest = datetime.fromisoformat(min([e.occurred_iso for e in events]))
     candidates: dict[str, list[tuple[str, datetime, datetime]]] = {}
     if session.get_bind().dialect.name == "postgresql":
         # Array parameters: an IN list of a batch's thousand customers costs more to compile
         # than to run.
         raw = session.connection().connection.driver_connection
         found: Iterable[Any] = raw.execute(
-            _RATED_PERIODS, (org_id, customers, earliest), prepare=False
+            _RATED_PERIODS, (org_id, _text_array(customers), earliest), prepare=False
         )
     else:
         found = (

@@ -1045,32 +1045,23 @@ def test_a_timestamp_text_is_read_as_datetime_reads_it(text: str) -> None:
         assert parsed.occurred_at == datetime.fromisoformat(expected)
 
 
-def test_an_id_claimed_meanwhile_by_another_writer_is_answered_as_a_duplicate(
+def test_an_id_claimed_without_a_lookup_but_taken_is_answered_as_a_duplicate(
     postgres_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A file import looks ids up before taking the claim lock. When another writer claims one
-    of them in between, the unique key refuses the batch, which is written again with every id
-    looked up under the lock: nothing half-written, and the answer is still right."""
+    """A file import claims ids new to the file without looking them up. When one was taken
+    after all (stored before the import, or by another writer meanwhile), the unique key
+    refuses the batch, which is written again with every id looked up: nothing half-written,
+    and the answers are still right."""
     db = postgres_db
     actor, customer = world(db)
     metering.create_metric(db, actor, {"code": "calls", "aggregation": "count"})
+    assert send(db, actor, ("b", "calls", iso(2026, 1, 2), {})).accepted == 1
     real_existing = events._existing
-    calls: list[list[str]] = []
-    other_writer = threading.local()
+    looked_up: list[list[str]] = []
 
     def existing(raw: Any, org_id: str, ids: list[str]) -> dict[str, bytes]:
-        if getattr(other_writer, "busy", False):
-            return real_existing(raw, org_id, ids)
-        calls.append(list(ids))
-        found = real_existing(raw, org_id, ids)
-        if len(calls) == 1:
-            # Looked up before the lock: nothing taken yet. Then another writer claims "b".
-            other_writer.busy = True
-            try:
-                assert send(db, actor, ("b", "calls", iso(2026, 1, 2), {})).accepted == 1
-            finally:
-                other_writer.busy = False
-        return found
+        looked_up.append(sorted(ids))
+        return real_existing(raw, org_id, ids)
 
     monkeypatch.setattr(events, "_existing", existing)
     batch = events.prepare_events(
@@ -1080,19 +1071,22 @@ def test_an_id_claimed_meanwhile_by_another_writer_is_answered_as_a_duplicate(
                 "customer": "quarry",
                 "metric": "calls",
                 "timestamp": iso(2026, 1, 2),
+                "properties": {"n": 1} if tid == "b" else {},
             }
             for tid in ("a", "b", "c")
         ]
     )
-    batch.in_flight = set()
+    batch.lookup = set()
     result = events.store_events_batch(db, actor, batch)
     assert [(o.transaction_id, o.status) for o in result.outcomes] == [
         ("a", "accepted"),
-        ("b", "duplicate"),
+        ("b", "rejected"),
         ("c", "accepted"),
     ]
-    # Before the lock, then under it (none in flight); written again: every id under the lock.
-    assert calls == [["a", "b", "c"], [], ["a", "b", "c"]]
+    assert result.outcomes[1].reason == (
+        "transaction_id: already used for an event with different content"
+    )
+    assert looked_up == [[], ["a", "b", "c"]] and result.looked_up_again == 1
     with db.reading() as session:
         stored = session.scalars(
             select(UsageEvent.transaction_id).where(
