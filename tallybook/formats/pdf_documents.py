@@ -896,9 +896,11 @@ class _RememberingZlib:
     pydyf compresses every stream of a PDF twice when the PDF has an /ID (it serialises all
     objects again to hash them), and the bundled fonts are the same bytes in every document:
     compressing was a fifteenth of the work of a document. The output is byte for byte
-    what zlib gives; the most recently compressed streams are remembered, a few dozen."""
+    what zlib gives; the most recently compressed streams are remembered, a few dozen of at
+    most 64 KB (a page's text, a font; not a large image)."""
 
     KEEP = 64
+    LARGEST = 64 * 1024
 
     def __init__(self) -> None:
         import zlib
@@ -907,6 +909,9 @@ class _RememberingZlib:
         self._done: dict[tuple[int, bytes], bytes] = {}
 
     def _compressed(self, data: bytes, level: int) -> bytes:
+        if len(data) > self.LARGEST:
+            compressor = self._zlib.compressobj(level)
+            return compressor.compress(data) + compressor.flush()
         key = (level, bytes(data))
         done = self._done.pop(key, None)
         if done is None:

@@ -194,6 +194,20 @@ def test_the_html_parses_as_xml_to_the_tree_an_html_parser_reads() -> None:
     assert "Support & <care>" in text_of(content) and content == pdf.render(sheet)
 
 
+def test_remembered_compression_gives_what_zlib_gives() -> None:
+    import zlib
+
+    remembering = pdf._RememberingZlib()
+    for data in (b"", b"tallybook " * 1000, bytes(range(256)) * 300, b"tallybook " * 1000):
+        for level in (-1, 9):
+            compressor = remembering.compressobj(level=level)
+            whole = compressor.compress(data[:10]) + compressor.compress(data[10:])
+            whole += compressor.flush()
+            assert whole == zlib.compress(data, level) == remembering.compress(data, level)
+    assert len(remembering._done) <= remembering.KEEP
+    assert all(len(data) <= remembering.LARGEST for _, data in remembering._done)
+
+
 def test_a_draft_is_never_factur_x() -> None:
     with pytest.raises(ValueError):
         pdf.render_facturx(pdf.CommercialSheet(invoice(ONE_LINE), draft=True), b"<x/>")
