@@ -33,7 +33,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from tallybook.core.metering import EARLIEST, LATEST_ALLOWED, NUMERIC, Metric, fingerprint_of
+from tallybook.core.metering import EARLIEST, LATEST_ALLOWED, Metric, fingerprint_of
 from tallybook.db.models import (
     Customer,
     LateUsagePeriod,
@@ -184,11 +184,6 @@ _UTC_TEXT = re.compile(
 )
 # Calendar days seen to exist (at most the 36,525 of 2000-2099).
 _DAYS: set[str] = set()
-# The commonest of those forms, whole seconds with Z: tested by parse_event itself.
-_UTC_SECOND_Z = re.compile(
-    r"20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z"
-)
-_utc_second_z = _UTC_SECOND_Z.fullmatch
 
 
 def _utc_iso(value: Any) -> str:
@@ -221,38 +216,27 @@ def _sane(value: Any, limit: int) -> bool:
 
 def parse_event(raw: Any, index: int) -> _Event:
     """One event as sent, checked field by field; ValueError names the field at fault."""
-    if type(raw) is not dict:
-        if not isinstance(raw, dict):
-            raise ValueError("event: must be an object")
+    if not isinstance(raw, dict):
+        raise ValueError("event: must be an object")
     get = raw.get
     transaction_id, customer = get("transaction_id"), get("customer")
     subscription_id, metric = get("subscription_id"), get("metric")
     # Most events pass one quick test per field; the full checks find the words for the rest.
-    if not (
-        type(transaction_id) is str
-        and 0 < len(transaction_id) <= 200
-        and "\x00" not in transaction_id
-    ):
+    if not _sane(transaction_id, 200):
         transaction_id = _text(raw, "transaction_id", 200, True)
-    if customer is not None and not (
-        type(customer) is str and 0 < len(customer) <= 200 and "\x00" not in customer
-    ):
+    if customer is not None and not _sane(customer, 200):
         customer = _text(raw, "customer", 200, False)
     if subscription_id is not None and not _sane(subscription_id, 40):
         subscription_id = _text(raw, "subscription_id", 40, False)
     if customer is None and subscription_id is None:
         raise ValueError("customer: give the customer's external id or a subscription_id")
-    if not (type(metric) is str and 0 < len(metric) <= 100 and "\x00" not in metric):
+    if not _sane(metric, 100):
         metric = _text(raw, "metric", 100, True)
-    stamp = get("timestamp")
-    if type(stamp) is str and _utc_second_z(stamp) is not None and stamp[:10] in _DAYS:
-        occurred_iso = stamp[:19] + "+00:00"
-    else:
-        occurred_iso = _utc_iso(stamp)
+    occurred_iso = _utc_iso(get("timestamp"))
     properties = get("properties")
     if properties is None:
         properties = {}
-    elif type(properties) is not dict and not isinstance(properties, dict):
+    elif not isinstance(properties, dict):
         raise ValueError("properties: must be an object")
     # Keys sorted once: the fingerprint ignores key order, and the same text is stored.
     try:
@@ -529,11 +513,6 @@ def _attribute(events: list[_Event], found: _Found) -> None:
     """Each event's customer id; the reason to quarantine or reject it, if any."""
     metrics, by_external, subs = found.metrics, found.by_external, found.subscriptions
     customer_of = by_external.get
-    # Per metric, the property a JSON integer satisfies at once (numeric metrics), else None.
-    numeric = {
-        code: metric.field if metric.aggregation in NUMERIC else None
-        for code, metric in metrics.items()
-    }
     for event in events:
         event.quarantine = event.rejected = None
         if event.subscription_id is None:
@@ -553,12 +532,10 @@ def _attribute(events: list[_Event], found: _Found) -> None:
         code = event.metric_code
         metric = metrics.get(code)
         if metric is not None:
-            field = numeric[code]
-            if field is None or type(event.properties.get(field)) is not int:
-                reason = metric.check_event(event.properties)
-                if reason is not None:
-                    event.rejected = reason
-                    continue
+            reason = metric.check_event(event.properties)
+            if reason is not None:
+                event.rejected = reason
+                continue
         if event.customer_id is None:
             event.quarantine = f"customer {event.customer} does not exist yet"
         elif metric is None:
