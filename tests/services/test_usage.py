@@ -803,7 +803,7 @@ def test_a_failed_batch_leaves_its_connection_usable(
     try:
         actor, customer = world(db)
         metering.create_metric(db, actor, {"code": "calls", "aggregation": "count"})
-        monkeypatch.setattr(events, "_CLAIM", "SELECT 1 / 0")
+        monkeypatch.setattr(events, "_SHARED_CLAIM", "SELECT 1 / 0")
         with pytest.raises(Exception, match="division by zero"):
             send(db, actor, ("x1", "calls", iso(2026, 1, 2), {}))
         monkeypatch.undo()
@@ -863,6 +863,88 @@ def test_a_metric_created_while_a_batch_quarantines_its_events_still_releases_th
             assert session.scalar(held) == 0
             stored = select(UsageEvent.transaction_id).where(UsageEvent.organization_id == mine)
             assert session.scalars(stored).all() == ["x1"]
+    finally:
+        go.set()
+        db.dispose()
+
+
+def test_two_batches_claiming_the_same_new_ids_at_once(
+    postgres_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches write side by side: the second finds none of the shared ids taken (the first
+    has not committed), its claim waits for the first, is refused by the unique key when the
+    first commits, and is made again after a second lookup, in the same transaction: the
+    shared ids are duplicates, stored once."""
+    if postgres_url is None:
+        pytest.skip("PostgreSQL unavailable")
+    db = Database(postgres_url)
+    inside, go = threading.Event(), threading.Event()
+    real_mark_late, real_existing = events.mark_late, events._existing
+    looked_up: list[list[str]] = []
+
+    def paused_mark_late(*args: Any, **kwargs: Any) -> int:
+        inside.set()  # the first batch has COPYed its ids and events, uncommitted
+        assert go.wait(60)
+        return real_mark_late(*args, **kwargs)
+
+    def spied_existing(raw: Any, org_id: str, ids: list[str]) -> dict[str, bytes]:
+        looked_up.append(ids)
+        return real_existing(raw, org_id, ids)
+
+    day = iso(2026, 1, 2)
+    try:
+        actor, _ = world(db)
+        metering.create_metric(db, actor, {"code": "calls", "aggregation": "count"})
+        monkeypatch.setattr(events, "mark_late", paused_mark_late)
+        sent: dict[str, Any] = {}
+        first = threading.Thread(
+            target=lambda: sent.update(
+                first=send(db, actor, *[(f"s{i}", "calls", day, {}) for i in range(3)])
+            )
+        )
+        first.start()
+        assert inside.wait(60)
+        monkeypatch.setattr(events, "_existing", spied_existing)
+        second = threading.Thread(
+            target=lambda: sent.update(
+                second=send(
+                    db,
+                    actor,
+                    ("own-1", "calls", day, {}),
+                    ("s1", "calls", day, {}),
+                    ("s2", "calls", day, {"other": "content"}),
+                    ("own-2", "calls", day, {}),
+                )
+            )
+        )
+        second.start()
+        with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as watch:
+            for _ in range(600):  # until the second batch's claim waits for the first's
+                waiting = watch.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
+                ).fetchone()
+                if waiting and waiting[0]:
+                    break
+                time.sleep(0.05)
+            else:
+                pytest.fail("the second batch did not write beside the first")
+        go.set()
+        first.join(60)
+        second.join(60)
+        assert sent["first"].accepted == 3
+        answers = [(o.transaction_id, o.status, o.reason) for o in sent["second"].outcomes]
+        assert answers == [
+            ("own-1", "accepted", None),
+            ("s1", "duplicate", None),
+            ("s2", "rejected", "transaction_id: already used for an event with different content"),
+            ("own-2", "accepted", None),
+        ]
+        assert looked_up == [["own-1", "own-2", "s1", "s2"]] * 2
+        with db.reading() as session:
+            stored = select(UsageEvent.transaction_id).where(
+                UsageEvent.organization_id == actor.organization_id
+            )
+            assert sorted(session.scalars(stored).all()) == ["own-1", "own-2", "s0", "s1", "s2"]
     finally:
         go.set()
         db.dispose()
