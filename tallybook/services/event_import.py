@@ -2,8 +2,7 @@
 
 The file is read and parsed a chunk at a time (never whole) on the calling thread; each parsed
 chunk is written by `events.store_events_batch` (COPY on PostgreSQL) on a worker, so reading
-and writing overlap (on PostgreSQL up to three chunks in flight, claiming in file order; on
-SQLite one). Every event is
+and writing overlap (on PostgreSQL up to three chunks in flight; on SQLite one). Every event is
 answered as in a batch; rejected events are reported by their place in the file: the line
 number for NDJSON, the data row number for CSV (the first row after the header is row 1).
 """
@@ -309,19 +308,21 @@ def _store(
     db: Database,
     actor: Actor,
     batch: events.PreparedBatch,
-    previous: threading.Event | None,
+    later: events.PreparedBatch | None,
+    earlier: list[threading.Event],
     done: threading.Event,
 ) -> IngestResult:
-    """Write one chunk; claim only after the previous chunk has finished."""
+    """Write one chunk. The events whose ids an earlier chunk still being written also carries
+    (`later`) are written once those chunks have committed, so that the earlier line of a file
+    always wins; the rest at once, beside them."""
     try:
-        return events.store_events_batch(
-            db,
-            actor,
-            batch,
-            detail=False,
-            before_claim=previous.wait if previous is not None else None,
-            after_commit=done.set,
-        )
+        result = events.store_events_batch(db, actor, batch, detail=False)
+        if later is not None:
+            for chunk in earlier:
+                chunk.wait()
+            result.add(events.store_events_batch(db, actor, later, detail=False))
+            result.outcomes.sort(key=lambda o: o.index)
+        return result
     finally:
         done.set()
 
@@ -373,32 +374,47 @@ def import_events_file(
             progress(chunk.bytes_read)
             reported = chunk.bytes_read
 
-    # On PostgreSQL three chunks are in flight, each on its own connection: later chunks are
-    # parsed and prepared while chunk N is written, and written in file order (each waits for
-    # the one before to commit). SQLite has one writer: one chunk after another.
+    # On PostgreSQL three chunks are in flight, each on its own connection, written side by
+    # side while the next is parsed and prepared. SQLite has one writer: one chunk after
+    # another.
     workers = 3 if db.dialect == "postgresql" else 1
     with (
         stream,
         throughput_gc(),
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="event-import") as worker,
     ):
-        pending: deque[tuple[_Chunk, Future[IngestResult] | None]] = deque()
-        previous: threading.Event | None = None
+        # Chunks submitted and not collected: each with its ids and whether it has committed.
+        pending: deque[tuple[_Chunk, Future[IngestResult] | None, dict, threading.Event]]
+        pending = deque()
         for chunk in source.chunks(chunk_size):
             future = None
+            ids: dict[str, Any] = {}
+            done = threading.Event()
             if chunk.events:
                 # Parsing (the Python half of the work) happens here, meanwhile.
                 batch = events.prepare_events(chunk.events)
+                ids = batch.by_id
                 if seen is not None:
                     batch.lookup = seen.lookup(batch.by_id)
-                done = threading.Event()
-                future = worker.submit(_store, db, actor, batch, previous, done)
-                previous = done
-            pending.append((chunk, future))
+                # Ids the Bloom filter has not seen are new to the file: only the others can
+                # be in an earlier chunk still being written.
+                maybe = batch.lookup if batch.lookup is not None else batch.by_id
+                writing = [(c_ids, c_done) for _, _, c_ids, c_done in pending]
+                writing = [(c_ids, c_done) for c_ids, c_done in writing if not c_done.is_set()]
+                later = None
+                if writing and maybe:
+                    taken = {tid for tid in maybe if any(tid in c_ids for c_ids, _ in writing)}
+                    if taken:
+                        later = events.set_aside(batch, taken)
+                earlier = [c_done for _, c_done in writing]
+                future = worker.submit(_store, db, actor, batch, later, earlier, done)
+            else:
+                done.set()
+            pending.append((chunk, future, ids, done))
             while len(pending) >= workers:
-                collect(*pending.popleft())
+                collect(*pending.popleft()[:2])
         while pending:
-            collect(*pending.popleft())
+            collect(*pending.popleft()[:2])
     if progress is not None and reported != source.bytes_read:
         progress(source.bytes_read)
     return result

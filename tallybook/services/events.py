@@ -6,12 +6,12 @@ metric that does not exist yet are accepted into a quarantine and released once 
 An event that lands in a period already rated marks that period as late, in the same
 transaction, so the draft is re-rated or the difference billed on the next invoice.
 
-On PostgreSQL a batch takes its organisation's claim lock, finds which of its transaction ids
-are taken (one index probe each), and COPYs the new ids into usage_event_keys and the new
-events straight into usage_events, all in one transaction. A file import looks up only the
-ids its earlier lines may have carried and claims the others outright: the unique key of
-usage_event_keys refuses the batch if one was taken after all, and it is written again with
-every id looked up.
+On PostgreSQL batches of one organisation write side by side. A batch finds which of its
+transaction ids are taken (one index probe each) and COPYs the new ids into usage_event_keys
+and the new events straight into usage_events, all in one transaction. A file import looks up
+only the ids its earlier lines may have carried and claims the others outright. Either way,
+should an id be taken after all (by a batch beside it), the unique key of usage_event_keys
+refuses the claim, which is made again with every id looked up.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from itertools import compress
@@ -265,12 +265,12 @@ class PreparedBatch:
 
     events: list[_Event]
     outcomes: list[EventOutcome | None]
-    # The events by transaction id.
+    # The events by transaction id (those set aside too).
     by_id: dict[str, _Event] = field(default_factory=dict)
     # Set by a file import: the ids to look up (those its earlier chunks may have carried);
-    # the others are claimed outright, and should one be taken after all, its unique key
-    # refuses the batch, which is then written again with every id looked up. None: every id
-    # is looked up.
+    # the others are claimed outright, and should one be taken after all, the unique key
+    # refuses the claim, which is then made again with every id looked up. None: every id is
+    # looked up.
     lookup: set[str] | None = None
 
 
@@ -308,6 +308,19 @@ def prepare_events(raw_events: Sequence[Any]) -> PreparedBatch:
     return PreparedBatch(list(first.values()), outcomes, first)
 
 
+def set_aside(batch: PreparedBatch, ids: set[str]) -> PreparedBatch | None:
+    """Take the events with these ids out of the batch, into a batch of their own (every id
+    looked up), to be written later; None if the batch has none of them. The answers given
+    when the batch was prepared stay with it, and so do all its ids in `by_id`."""
+    later = [e for e in batch.events if e.transaction_id in ids]
+    if not later:
+        return None
+    batch.events = [e for e in batch.events if e.transaction_id not in ids]
+    if batch.lookup is not None:
+        batch.lookup -= ids
+    return PreparedBatch(later, [None] * len(batch.outcomes), {e.transaction_id: e for e in later})
+
+
 def ingest_events(
     db: Database, actor: Actor, raw_events: Sequence[Any], *, detail: bool = True
 ) -> IngestResult:
@@ -325,16 +338,8 @@ def store_events_batch(
     batch: PreparedBatch,
     *,
     detail: bool = True,
-    before_claim: Callable[[], object] | None = None,
-    after_commit: Callable[[], object] | None = None,
 ) -> IngestResult:
-    """Write a prepared batch in one transaction and answer for each of its events.
-
-    `before_claim` runs once the batch is prepared, before its transaction starts: a file
-    import preparing chunk N+1 while chunk N is being written waits there for N to commit
-    (`after_commit`, called before the answers are made), so that the earlier line of a file
-    always wins.
-    """
+    """Write a prepared batch in one transaction and answer for each of its events."""
     actor.require(*WRITERS, action="send usage events")
     now = utcnow()
     result = IngestResult()
@@ -347,10 +352,8 @@ def store_events_batch(
             months = {first[:7]} if first[:7] == last[:7] else {i[:7] for i in instants}
             ensure_partitions(db, {(int(m[:4]), int(m[5:7])) for m in months})
         result.late_periods, existing = _write_with_retry(
-            db, actor, events, now, before_claim, batch.lookup, result
+            db, actor, events, now, batch.lookup, result
         )
-    if after_commit is not None:
-        after_commit()
     _answer(events, existing, outcomes, result, detail)
     if result.late_periods:
         # Re-rate drafts now; a failure here leaves the periods marked for the next attempt.
@@ -368,7 +371,6 @@ def _write_with_retry(
     actor: Actor,
     events: list[_Event],
     now: datetime,
-    before_claim: Callable[[], object] | None = None,
     lookup: set[str] | None = None,
     result: IngestResult | None = None,
 ) -> tuple[int, Mapping[str, bytes]]:
@@ -379,11 +381,7 @@ def _write_with_retry(
     for attempt in range(5):
         try:
             if db.dialect == "postgresql":
-                return _write_postgresql(
-                    db, org_id, events, now, before_claim, lookup, alone, result
-                )
-            if before_claim is not None:
-                before_claim()
+                return _write_postgresql(db, org_id, events, now, lookup, alone, result)
             with db.transaction() as session:
                 _attribute(events, _lookup(session, org_id, _wanted(events)))
                 return _write_sqlite(session, org_id, events, now)
@@ -717,9 +715,9 @@ def _escaped_copy_rows(
 
 @dataclass
 class _CopyText:
-    """A batch's COPY text, made before the claim lock. The rows of the events sure to be
-    claimed (valid, and not to be looked up) are joined already; under the lock only those
-    of the events looked up are added, once the lookup has said which are new."""
+    """A batch's COPY text. The rows of the events sure to be claimed (valid, and not to be
+    looked up) are joined already; those of the events looked up are added once the lookup
+    has said which are new."""
 
     sure_keys: str
     sure_rows: str
@@ -762,7 +760,6 @@ def _write_postgresql(
     org_id: str,
     events: list[_Event],
     now: datetime,
-    before_claim: Callable[[], object] | None = None,
     lookup: set[str] | None = None,
     alone: bool = False,
     result: IngestResult | None = None,
@@ -770,33 +767,21 @@ def _write_postgresql(
     """Claim the ids not yet taken and COPY the claimed events straight into usage_events:
     the database does little more than the raw COPY floor plus one index entry per id.
 
-    Attribution and the COPY text are prepared before the organisation's claim lock; under the
-    lock the lookups are repeated (customers share-locked) and the preparation redone if
-    anything changed. With `lookup` (a file import) only those ids are looked up, and the
-    others claimed outright. The unique key refuses the COPY if an id was taken after all
-    (see _SHARED_CLAIM); `alone` holds the claim lock exclusively. Returns the number of late
+    With `lookup` (a file import) only those ids are looked up, and the others claimed
+    outright. The unique key refuses the COPY if an id was taken after all (see
+    _SHARED_CLAIM); `alone` holds the claim lock exclusively. Returns the number of late
     periods and the ids that were already taken, with the fingerprint each was first accepted
     with.
     """
     # Ids claimed in one order by every batch: two batches claiming some of the same new ids
     # wait for each other in turn, never for each other at once (a deadlock).
     events = sorted(events, key=_by_transaction_id)
-    wanted = _wanted(events)
-    with db.reading() as session:
-        found = _lookup(session, org_id, wanted)
-    _attribute(events, found)
-    received = now.isoformat()
-    text = _prepare_copy(org_id, events, received, lookup)
-    if before_claim is not None:
-        before_claim()
     with db.transaction() as session:
         raw = session.connection().connection.driver_connection
         raw.execute(_CLAIM if alone else _SHARED_CLAIM, {"org": org_id})
-        locked = _lookup(session, org_id, wanted, lock=True)
-        if locked != found:
-            # A customer, subscription or metric changed meanwhile: prepare again, locked.
-            _attribute(events, locked)
-            text = _prepare_copy(org_id, events, received, lookup)
+        # Customers share-locked: see _lookup.
+        _attribute(events, _lookup(session, org_id, _wanted(events), lock=True))
+        text = _prepare_copy(org_id, events, now.isoformat(), lookup)
         with raw.cursor() as cursor:
             existing, new, text = _claim(raw, cursor, org_id, events, text, alone, result)
             claimed = text.sure + [events[i] for i in new]

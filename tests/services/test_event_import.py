@@ -202,11 +202,12 @@ def test_more_than_a_thousand_rejections_keeps_the_first_thousand(
     assert [o.index for o in result.outcomes] == list(range(1, 1001))
 
 
-def test_chunks_are_claimed_in_file_order(
+def test_only_ids_an_earlier_chunk_still_being_written_carries_wait_for_it(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chunks are written on the import's workers (three at once on PostgreSQL, each claiming
-    after the one before); the earlier line of the file always wins a conflict."""
+    """Chunks are written on the import's workers, three at once on PostgreSQL. The events of
+    a chunk whose ids an earlier chunk still being written carries wait for it to commit; the
+    rest are written at once. The earlier line of the file always wins a conflict."""
     actor = _world(db)
     rows = [_event(f"t{i}") for i in range(10)]
     # Line 9 repeats line 2's id with other content; they are in different chunks.
@@ -214,15 +215,22 @@ def test_chunks_are_claimed_in_file_order(
     path = _ndjson(tmp_path / "usage.ndjson", rows)
     real = events.store_events_batch
     calls: list[tuple[str, list[str]]] = []
-    running = threading.Semaphore(3 if db.dialect == "postgresql" else 1)
+    side_by_side = db.dialect == "postgresql"
+    running = threading.Semaphore(3 if side_by_side else 1)
+    t9_written = threading.Event()
 
     def store(db_: Database, actor_: Actor, batch: Any, **options: Any) -> Any:
         assert running.acquire(blocking=False), "more chunks written at once than workers"
         try:
-            calls.append(
-                (threading.current_thread().name, [e.transaction_id for e in batch.events])
-            )
-            return real(db_, actor_, batch, **options)
+            ids = [e.transaction_id for e in batch.events]
+            calls.append((threading.current_thread().name, ids))
+            if side_by_side and "t0" in ids:
+                # The first chunk is still being written when the third one comes.
+                assert t9_written.wait(60)
+            answer = real(db_, actor_, batch, **options)
+            if "t9" in ids:
+                t9_written.set()
+            return answer
         finally:
             running.release()
 
@@ -230,11 +238,21 @@ def test_chunks_are_claimed_in_file_order(
     result = import_events_file(db, actor, path, chunk_size=4)
     assert (result.accepted, result.rejected) == (9, 1)
     assert [(o.index, o.transaction_id) for o in result.outcomes] == [(9, "t1")]
-    assert sorted(ids for _, ids in calls) == [
-        ["t0", "t1", "t2", "t3"],
-        ["t1", "t9"],
-        ["t4", "t5", "t6", "t7"],
-    ]
+    if side_by_side:
+        # t9 was written while the first chunk was; t1 waited for it, and came last.
+        assert sorted(ids for _, ids in calls) == [
+            ["t0", "t1", "t2", "t3"],
+            ["t1"],
+            ["t4", "t5", "t6", "t7"],
+            ["t9"],
+        ]
+        assert calls[-1][1] == ["t1"]
+    else:
+        assert [ids for _, ids in calls] == [
+            ["t0", "t1", "t2", "t3"],
+            ["t4", "t5", "t6", "t7"],
+            ["t1", "t9"],
+        ]
     assert all(name.startswith("event-import") for name, _ in calls)
     with db.reading() as session:
         stored = session.scalar(
