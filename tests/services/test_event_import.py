@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from tallybook.db.models import UsageEvent
 from tallybook.services import customers, events, metering
 from tallybook.services.base import Actor, Database, Forbidden, InvalidInput, Role
-from tallybook.services.event_import import import_events_file
+from tallybook.services.event_import import CHUNKS_IN_FLIGHT, import_events_file
 from tallybook.services.organizations import create_api_key
 
 
@@ -205,7 +205,7 @@ def test_more_than_a_thousand_rejections_keeps_the_first_thousand(
 def test_only_ids_an_earlier_chunk_still_being_written_carries_wait_for_it(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chunks are written on the import's workers, three at once on PostgreSQL. The events of
+    """Chunks are written on the import's workers, several at once on PostgreSQL. The events of
     a chunk whose ids an earlier chunk still being written carries wait for it to commit; the
     rest are written at once. The earlier line of the file always wins a conflict."""
     actor = _world(db)
@@ -216,7 +216,7 @@ def test_only_ids_an_earlier_chunk_still_being_written_carries_wait_for_it(
     real = events.store_events_batch
     calls: list[tuple[str, list[str]]] = []
     side_by_side = db.dialect == "postgresql"
-    running = threading.Semaphore(3 if side_by_side else 1)
+    running = threading.Semaphore(CHUNKS_IN_FLIGHT if side_by_side else 1)
     t9_written = threading.Event()
 
     def store(db_: Database, actor_: Actor, batch: Any, **options: Any) -> Any:
