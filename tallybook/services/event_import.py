@@ -33,9 +33,9 @@ from tallybook.services.events import REJECTED, EventOutcome, IngestResult
 
 FORMATS = ("ndjson", "csv")
 SUFFIXES = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv"}
-# Chunks written at once on PostgreSQL. Measured on 2 cores (bench/ingest.py): 3 took 13-16 s
-# for a million events, 6 took 10.1-10.4 s; a writer often waits for the database or for an
-# earlier chunk, and the parser should not wait for the writers.
+# Chunks written at once on PostgreSQL. Measured on 2 cores (a million events, as in
+# bench/ingest.py): three took 13-16 s, six 10.1-11.8 s. A writer often waits, for the database
+# or for an earlier chunk; with more chunks in flight the parser waits for the writers less.
 CHUNKS_IN_FLIGHT = 6
 # Rejected events kept for the report; the counts cover all of them.
 KEEP_REJECTED = 1000
@@ -271,9 +271,9 @@ class _SeenIds:
     An id whose slot is empty is new to the file: unless it was stored before the import
     began, it is not taken, so it is claimed without looking it up (a lookup is an index probe
     per id, as dear to the database as storing the key); the unique key catches the exception,
-    and the batch is written again with every id looked up. The others are looked up. Sized
-    for about one slot in eight taken at the end of the file; after a batch had to be written
-    again (a file imported twice, say) every id is looked up.
+    and the claim is made again with every id looked up. The others are looked up. Sized for
+    about one slot in eight taken at the end of the file; once an id claimed without a lookup
+    was found taken (a file imported twice, say) every id is looked up.
     """
 
     def __init__(self, file_size: int) -> None:
@@ -308,27 +308,42 @@ def _size(stream: BinaryIO) -> int:
         return 0
 
 
+@dataclass
+class _Writing:
+    """A chunk submitted: its ids (those set aside too), and how its writing ended."""
+
+    ids: dict[str, Any] = field(default_factory=dict)
+    ended: threading.Event = field(default_factory=threading.Event)
+    failed: bool = False
+
+
 def _store(
     db: Database,
     actor: Actor,
     batch: events.PreparedBatch,
     later: events.PreparedBatch | None,
-    earlier: list[threading.Event],
-    done: threading.Event,
+    earlier: list[_Writing],
+    mine: _Writing,
 ) -> IngestResult:
     """Write one chunk. The events whose ids an earlier chunk still being written also carries
     (`later`) are written once those chunks have committed, so that the earlier line of a file
-    always wins; the rest at once, beside them."""
+    always wins; the rest at once, beside them. If an earlier chunk failed, its lines were not
+    written and these are not either: the import stops at that chunk."""
     try:
         result = events.store_events_batch(db, actor, batch, detail=False)
         if later is not None:
             for chunk in earlier:
-                chunk.wait()
+                chunk.ended.wait()
+            if any(chunk.failed for chunk in earlier):
+                raise RuntimeError("an earlier chunk of the file was not written")
             result.add(events.store_events_batch(db, actor, later, detail=False))
             result.outcomes.sort(key=lambda o: o.index)
         return result
+    except BaseException:
+        mine.failed = True
+        raise
     finally:
-        done.set()
+        mine.ended.set()
 
 
 def import_events_file(
@@ -387,34 +402,30 @@ def import_events_file(
         throughput_gc(),
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="event-import") as worker,
     ):
-        # Chunks submitted and not collected: each with its ids and whether it has committed.
-        pending: deque[tuple[_Chunk, Future[IngestResult] | None, dict, threading.Event]]
-        pending = deque()
+        # Chunks submitted and not collected yet.
+        pending: deque[tuple[_Chunk, Future[IngestResult] | None, _Writing]] = deque()
         for chunk in source.chunks(chunk_size):
             future = None
-            ids: dict[str, Any] = {}
-            done = threading.Event()
+            mine = _Writing()
             if chunk.events:
                 # Parsing (the Python half of the work) happens here, meanwhile.
                 batch = events.prepare_events(chunk.events)
-                ids = batch.by_id
+                mine.ids = batch.by_id
                 if seen is not None:
                     batch.lookup = seen.lookup(batch.by_id)
                 # Ids the Bloom filter has not seen are new to the file: only the others can
                 # be in an earlier chunk still being written.
                 maybe = batch.lookup if batch.lookup is not None else batch.by_id
-                writing = [(c_ids, c_done) for _, _, c_ids, c_done in pending]
-                writing = [(c_ids, c_done) for c_ids, c_done in writing if not c_done.is_set()]
+                earlier = [w for _, _, w in pending if not w.ended.is_set()]
                 later = None
-                if writing and maybe:
-                    taken = {tid for tid in maybe if any(tid in c_ids for c_ids, _ in writing)}
+                if earlier and maybe:
+                    taken = {tid for tid in maybe if any(tid in w.ids for w in earlier)}
                     if taken:
                         later = events.set_aside(batch, taken)
-                earlier = [c_done for _, c_done in writing]
-                future = worker.submit(_store, db, actor, batch, later, earlier, done)
+                future = worker.submit(_store, db, actor, batch, later, earlier, mine)
             else:
-                done.set()
-            pending.append((chunk, future, ids, done))
+                mine.ended.set()
+            pending.append((chunk, future, mine))
             while len(pending) >= workers:
                 collect(*pending.popleft()[:2])
         while pending:

@@ -20,9 +20,8 @@ import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from itertools import compress
 from operator import attrgetter
 from typing import Any
 
@@ -93,7 +92,7 @@ class IngestResult:
     quarantined: int = 0
     late_periods: int = 0
     outcomes: list[EventOutcome] = field(default_factory=list)
-    # Batches written again because an id claimed without a lookup was taken (file imports).
+    # Claims made again because an id claimed without a lookup was taken (file imports).
     looked_up_again: int = 0
 
     def add(self, other: IngestResult, keep: int | None = None) -> None:
@@ -604,9 +603,10 @@ def _answer(
 # looks its ids up, then claims the new ones with plain COPY (INSERT ... ON CONFLICT costs the
 # database 70 % more per id than a lookup and COPY together). Should a batch writing at the same
 # time take one of those ids first, the unique key of usage_event_keys refuses the COPY, and the
-# batch is written again holding the lock alone (_CLAIM): then the ids it finds taken are exactly
-# the committed ones. Taken before any other lock of the batch, so that it never waits for this
-# one while holding those.
+# claim is made again after a new lookup (_claim). Refused three times, or caught in a deadlock,
+# the batch is written again holding the lock alone (_CLAIM): then the ids it finds taken are
+# exactly the committed ones. Taken before any other lock of the batch, so that it never waits
+# for this one while holding those.
 _SHARED_CLAIM = "SELECT pg_advisory_xact_lock_shared(7325002, hashtext(%(org)s))"
 _CLAIM = "SELECT pg_advisory_xact_lock(7325002, hashtext(%(org)s))"
 
@@ -715,15 +715,12 @@ def _escaped_copy_rows(
 
 @dataclass
 class _CopyText:
-    """A batch's COPY text. The rows of the events sure to be claimed (valid, and not to be
-    looked up) are joined already; those of the events looked up are added once the lookup
-    has said which are new."""
+    """A batch's COPY rows by position (the events sorted by transaction id): for
+    usage_event_keys, and for usage_events ("" for an event held in quarantine or rejected)."""
 
-    sure_keys: str
-    sure_rows: str
-    sure: list[_Event]
     keys: list[str]
     rows: list[str]
+    sure: list[int]  # positions of the valid events claimed without a lookup (file imports)
     unsure: list[int]  # positions of the valid events to look up
     # Whose rated periods the stored events may fall in, and since when (mark_late).
     customers: list[str]
@@ -734,18 +731,18 @@ def _prepare_copy(
     org_id: str, events: list[_Event], received: str, lookup: set[str] | None
 ) -> _CopyText:
     keys, rows = _copy_rows(org_id, events, received)
+    valid = [i for i, e in enumerate(events) if e.rejected is None]
     if lookup is None:
-        sure = [False] * len(events)
+        sure, unsure = [], valid
     else:
-        sure = [e.rejected is None and e.transaction_id not in lookup for e in events]
+        sure = [i for i in valid if events[i].transaction_id not in lookup]
+        unsure = [i for i in valid if events[i].transaction_id in lookup]
     storing = [e for e in events if e.rejected is None and e.quarantine is None]
     return _CopyText(
-        "".join(compress(keys, sure)),
-        "".join(compress(rows, sure)),
-        list(compress(events, sure)),
         keys,
         rows,
-        [i for i, e in enumerate(events) if e.rejected is None and not sure[i]],
+        sure,
+        unsure,
         sorted({e.customer_id for e in storing}),  # type: ignore[type-var]
         # UTC isoformat() texts sort as their instants do.
         datetime.fromisoformat(min([e.occurred_iso for e in storing])) if storing else None,
@@ -783,15 +780,12 @@ def _write_postgresql(
         _attribute(events, _lookup(session, org_id, _wanted(events), lock=True))
         text = _prepare_copy(org_id, events, now.isoformat(), lookup)
         with raw.cursor() as cursor:
-            existing, new, text = _claim(raw, cursor, org_id, events, text, alone, result)
-            claimed = text.sure + [events[i] for i in new]
-            stored_new = [i for i in new if text.rows[i]]
-            if text.sure_rows or stored_new:
+            existing, claimed = _claim(raw, cursor, org_id, events, text, alone, result)
+            rows = "".join([text.rows[i] for i in claimed])
+            if rows:
                 with cursor.copy(_COPY_EVENTS) as copy:
-                    copy.write(text.sure_rows)
-                    if stored_new:
-                        copy.write("".join([text.rows[i] for i in stored_new]))
-            held = [e for e in claimed if e.quarantine is not None]
+                    copy.write(rows)
+            held = [events[i] for i in claimed if events[i].quarantine is not None]
             if held:
                 cursor.executemany(
                     _HOLD,
@@ -814,7 +808,7 @@ def _write_postgresql(
         late = mark_late(
             session,
             org_id,
-            [e for e in claimed if e.quarantine is None],
+            [events[i] for i in claimed if events[i].quarantine is None],
             now,
             customers=text.customers,
             earliest=text.earliest,
@@ -830,48 +824,40 @@ def _claim(
     text: _CopyText,
     alone: bool,
     result: IngestResult | None,
-) -> tuple[dict[str, bytes], list[int], _CopyText]:
-    """Look the batch's ids up and claim the new ones (COPY into usage_event_keys). Returns
-    the ids already taken (with their fingerprints), the positions of the new ones among those
-    looked up, and the COPY text (changed if every id had to be looked up after all).
+) -> tuple[dict[str, bytes], list[int]]:
+    """Look the batch's ids up and claim the new ones (COPY into usage_event_keys, in the
+    order of their ids). Returns the ids already taken, with their fingerprints, and the
+    positions of the events claimed.
 
     Beside other batches (not `alone`), an id found free may be in a batch that has not
     committed yet: the claim waits for that batch, and once it has committed the unique key
-    refuses the claim. Only the claim is undone (a savepoint) and done again: by then the
-    lookup finds the id taken.
+    refuses the claim. Only the claim is undone (a savepoint) and made again, every id looked
+    up: by then the lookup finds the id taken.
     """
+    sure, unsure, doubted = text.sure, text.unsure, []
+    if not alone:
+        cursor.execute("SAVEPOINT claim")
     for attempt in range(3):
-        existing = _existing(raw, org_id, [events[i].transaction_id for i in text.unsure])
-        new = [i for i in text.unsure if events[i].transaction_id not in existing]
-        if not text.sure and not new:
-            return existing, new, text
-        if not alone:
-            cursor.execute("SAVEPOINT claim")
+        existing = _existing(raw, org_id, [events[i].transaction_id for i in unsure])
+        if result is not None and any(events[i].transaction_id in existing for i in doubted):
+            result.looked_up_again += 1  # an id claimed without a lookup was taken after all
+        new = [i for i in unsure if events[i].transaction_id not in existing]
+        claimed = sorted(sure + new) if sure and new else sure or new
+        if not claimed:
+            break
         try:
             with cursor.copy(_COPY_KEYS) as copy:
-                copy.write(text.sure_keys)
-                if new:
-                    copy.write("".join([text.keys[i] for i in new]))
+                copy.write("".join([text.keys[i] for i in claimed]))
         except psycopg.errors.UniqueViolation:
             if alone or attempt == 2:
                 raise
             cursor.execute("ROLLBACK TO SAVEPOINT claim")
-            if text.sure:
-                # A file import's unchecked claims: look every id up this time.
-                if result is not None:
-                    result.looked_up_again += 1
-                text = replace(
-                    text,
-                    sure_keys="",
-                    sure_rows="",
-                    sure=[],
-                    unsure=[i for i, e in enumerate(events) if e.rejected is None],
-                )
+            doubted, sure, unsure = sure, [], sorted(sure + unsure)
             continue
-        if not alone:
-            cursor.execute("RELEASE SAVEPOINT claim")
-        return existing, new, text
-    raise AssertionError("unreachable")
+        break
+    if not alone:
+        cursor.execute("RELEASE SAVEPOINT claim")
+    return existing, claimed
 
 
 def _write_sqlite(

@@ -264,6 +264,48 @@ def test_only_ids_an_earlier_chunk_still_being_written_carries_wait_for_it(
     assert stored != {"n": 999}
 
 
+def test_when_a_chunk_fails_the_later_lines_it_held_back_are_not_written(
+    postgres_db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Line 9 repeats line 2's id and waits for the first chunk; that chunk fails. Line 9 is
+    not written either: importing the file again must store line 2, not line 9."""
+    db = postgres_db
+    actor = _world(db)
+    rows = [_event(f"t{i}") for i in range(10)]
+    rows[8] = {**_event("t1"), "properties": {"n": 999}}
+    path = _ndjson(tmp_path / "usage.ndjson", rows)
+    real = events.store_events_batch
+    t9_written = threading.Event()
+
+    def store(db_: Database, actor_: Actor, batch: Any, **options: Any) -> Any:
+        ids = [e.transaction_id for e in batch.events]
+        if "t0" in ids:
+            assert t9_written.wait(60)
+            raise RuntimeError("the database went away")
+        answer = real(db_, actor_, batch, **options)
+        if "t9" in ids:
+            t9_written.set()
+        return answer
+
+    monkeypatch.setattr(events, "store_events_batch", store)
+    with pytest.raises(RuntimeError, match="went away"):
+        import_events_file(db, actor, path, chunk_size=4)
+    monkeypatch.undo()
+    again = import_events_file(db, actor, path, chunk_size=4)
+    assert (again.accepted, again.duplicates, again.rejected) == (4, 5, 1)
+    assert [(o.index, o.transaction_id) for o in again.outcomes] == [(9, "t1")]
+    with db.reading() as session:
+        stored = dict(
+            session.execute(
+                select(UsageEvent.transaction_id, UsageEvent.properties).where(
+                    UsageEvent.organization_id == actor.organization_id
+                )
+            ).all()
+        )
+    assert sorted(stored) == [f"t{i}" for i in range(10) if i != 8]
+    assert stored["t1"] != {"n": 999}
+
+
 def test_bad_files_are_refused_before_anything_is_written(db: Database, tmp_path: Path) -> None:
     actor = _world(db)
     text = tmp_path / "usage.txt"
