@@ -812,6 +812,19 @@ def test_a_failed_batch_leaves_its_connection_usable(
         db.dispose()
 
 
+def wait_for_a_lock(postgres_url: str, locktype: str, failure: str) -> None:
+    """Until some session waits for a lock of this type (pg_locks), or fail the test."""
+    with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as watch:
+        for _ in range(600):
+            waiting = watch.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = %s AND NOT granted", (locktype,)
+            ).fetchone()
+            if waiting and waiting[0]:
+                return
+            time.sleep(0.05)
+    pytest.fail(failure)
+
+
 def test_a_metric_created_while_a_batch_quarantines_its_events_still_releases_them(
     postgres_url: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -843,16 +856,8 @@ def test_a_metric_created_while_a_batch_quarantines_its_events_still_releases_th
             )
         )
         creation.start()
-        with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as watch:
-            for _ in range(600):  # until the creation waits for the batch's claim lock
-                waiting = watch.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-                ).fetchone()
-                if waiting and waiting[0]:
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail("creating the metric did not wait for the batch in flight")
+        # Until the creation waits for the batch's claim lock.
+        wait_for_a_lock(postgres_url, "advisory", "creating the metric did not wait for the batch")
         go.set()
         batch.join(60)
         creation.join(60)
@@ -918,16 +923,8 @@ def test_two_batches_claiming_the_same_new_ids_at_once(
             )
         )
         second.start()
-        with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as watch:
-            for _ in range(600):  # until the second batch's claim waits for the first's
-                waiting = watch.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted"
-                ).fetchone()
-                if waiting and waiting[0]:
-                    break
-                time.sleep(0.05)
-            else:
-                pytest.fail("the second batch did not write beside the first")
+        # Until the second batch's claim waits for the first's.
+        wait_for_a_lock(postgres_url, "transactionid", "the second batch did not write beside it")
         go.set()
         first.join(60)
         second.join(60)
