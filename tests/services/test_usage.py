@@ -812,6 +812,40 @@ def test_a_failed_batch_leaves_its_connection_usable(
         db.dispose()
 
 
+def test_a_batch_caught_in_a_deadlock_is_written_again_alone(
+    postgres_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A deadlock beside other batches (PostgreSQL picks a victim) rolls the batch back; it is
+    written again holding the claim lock alone, and answered once."""
+    if postgres_url is None:
+        pytest.skip("PostgreSQL unavailable")
+    db = Database(postgres_url)
+    try:
+        actor, _ = world(db)
+        metering.create_metric(db, actor, {"code": "calls", "aggregation": "count"})
+        monkeypatch.setattr(
+            events,
+            "_SHARED_CLAIM",
+            "DO $$ BEGIN RAISE EXCEPTION 'victim' USING ERRCODE = '40P01'; END $$",
+        )
+        result = send(
+            db, actor, ("d1", "calls", iso(2026, 1, 2), {}), ("d2", "calls", iso(2026, 1, 3), {})
+        )
+        assert [(o.transaction_id, o.status) for o in result.outcomes] == [
+            ("d1", "accepted"),
+            ("d2", "accepted"),
+        ]
+        again = send(db, actor, ("d1", "calls", iso(2026, 1, 2), {}))
+        assert [o.status for o in again.outcomes] == ["duplicate"]
+        with db.reading() as session:
+            stored = select(UsageEvent.transaction_id).where(
+                UsageEvent.organization_id == actor.organization_id
+            )
+            assert sorted(session.scalars(stored).all()) == ["d1", "d2"]
+    finally:
+        db.dispose()
+
+
 def wait_for_a_lock(postgres_url: str, locktype: str, failure: str) -> None:
     """Until some session waits for a lock of this type (pg_locks), or fail the test."""
     with psycopg.connect(postgres_url.replace("+psycopg", ""), autocommit=True) as watch:
