@@ -910,13 +910,11 @@ class _RememberingZlib:
 
     def _compressed(self, data: bytes, level: int) -> bytes:
         if len(data) > self.LARGEST:
-            compressor = self._zlib.compressobj(level)
-            return compressor.compress(data) + compressor.flush()
+            return self._zlib.compress(data, level)
         key = (level, bytes(data))
         done = self._done.pop(key, None)
         if done is None:
-            compressor = self._zlib.compressobj(level)
-            done = compressor.compress(data) + compressor.flush()
+            done = self._zlib.compress(data, level)
             if len(self._done) >= self.KEEP:
                 del self._done[next(iter(self._done))]
         self._done[key] = done  # most recently used last

@@ -382,7 +382,7 @@ def _write_with_retry(
             if db.dialect == "postgresql":
                 return _write_postgresql(db, org_id, events, now, lookup, alone, result)
             with db.transaction() as session:
-                _attribute(events, _lookup(session, org_id, _wanted(events)))
+                _attribute(events, _lookup(session, org_id, events))
                 return _write_sqlite(session, org_id, events, now)
         except (DBAPIError, psycopg.Error) as error:
             # Nothing was written. (Raw driver statements raise psycopg's own errors.) A
@@ -432,36 +432,23 @@ WHERE organization_id = %(org)s
 ORDER BY id"""
 
 
-@dataclass(frozen=True)
-class _Wanted:
-    """The metrics, customers (external ids) and subscriptions a batch names."""
-
-    metric_codes: set[str]
-    externals: set[str]
-    subscription_ids: set[str]
-
-
-def _wanted(events: list[_Event]) -> _Wanted:
-    metric_codes = {e.metric_code for e in events}
-    if not any([e.subscription_id for e in events]):
-        # Every event names its customer (the common case).
-        return _Wanted(metric_codes, {e.customer for e in events}, set())  # type: ignore[misc]
-    return _Wanted(
-        metric_codes,
-        {e.customer for e in events if e.customer is not None and e.subscription_id is None},
-        {e.subscription_id for e in events if e.subscription_id is not None},
-    )
-
-
-def _lookup(session: Session, org_id: str, wanted: _Wanted, lock: bool = False) -> _Found:
+def _lookup(session: Session, org_id: str, events: list[_Event], lock: bool = False) -> _Found:
     """The batch's customers, subscriptions and metrics.
 
     With `lock` (PostgreSQL) the customers are share-locked: a billing run holds them for
     update while it rates their usage, so an event either lands before the rating (and is
     rated) or after it (and finds the rated period, which it marks late).
     """
-    metrics = load_metrics(session, org_id, wanted.metric_codes)
-    externals, sub_ids = wanted.externals, wanted.subscription_ids
+    metrics = load_metrics(session, org_id, {e.metric_code for e in events})
+    if not any([e.subscription_id for e in events]):
+        # Every event names its customer (the common case).
+        externals: set[str] = {e.customer for e in events}  # type: ignore[misc]
+        sub_ids: set[str] = set()
+    else:
+        externals = {
+            e.customer for e in events if e.customer is not None and e.subscription_id is None
+        }
+        sub_ids = {e.subscription_id for e in events if e.subscription_id is not None}
     by_external: dict[str, str] = {}
     subs: dict[str, tuple[str, str | None]] = {}
     if session.get_bind().dialect.name == "postgresql":
@@ -722,9 +709,6 @@ class _CopyText:
     rows: list[str]
     sure: list[int]  # positions of the valid events claimed without a lookup (file imports)
     unsure: list[int]  # positions of the valid events to look up
-    # Whose rated periods the stored events may fall in, and since when (mark_late).
-    customers: list[str]
-    earliest: datetime | None
 
 
 def _prepare_copy(
@@ -737,16 +721,7 @@ def _prepare_copy(
     else:
         sure = [i for i in valid if events[i].transaction_id not in lookup]
         unsure = [i for i in valid if events[i].transaction_id in lookup]
-    storing = [e for e in events if e.rejected is None and e.quarantine is None]
-    return _CopyText(
-        keys,
-        rows,
-        sure,
-        unsure,
-        sorted({e.customer_id for e in storing}),  # type: ignore[type-var]
-        # UTC isoformat() texts sort as their instants do.
-        datetime.fromisoformat(min([e.occurred_iso for e in storing])) if storing else None,
-    )
+    return _CopyText(keys, rows, sure, unsure)
 
 
 _by_transaction_id = attrgetter("transaction_id")
@@ -777,7 +752,7 @@ def _write_postgresql(
         raw = session.connection().connection.driver_connection
         raw.execute(_CLAIM if alone else _SHARED_CLAIM, {"org": org_id})
         # Customers share-locked: see _lookup.
-        _attribute(events, _lookup(session, org_id, _wanted(events), lock=True))
+        _attribute(events, _lookup(session, org_id, events, lock=True))
         text = _prepare_copy(org_id, events, now.isoformat(), lookup)
         with raw.cursor() as cursor:
             existing, claimed = _claim(raw, cursor, org_id, events, text, alone, result)
@@ -810,8 +785,6 @@ def _write_postgresql(
             org_id,
             [events[i] for i in claimed if events[i].quarantine is None],
             now,
-            customers=text.customers,
-            earliest=text.earliest,
         )
     return late, existing
 
@@ -949,18 +922,13 @@ def mark_late(
     org_id: str,
     events: Sequence[_Event],
     now: datetime,
-    *,
-    customers: list[str] | None = None,
-    earliest: datetime | None = None,
 ) -> int:
-    """Mark rated usage periods that these stored (attributed) events fall in. `customers` and
-    `earliest`, if given, cover at least these events' customers and instants."""
+    """Mark rated usage periods that these stored (attributed) events fall in."""
     if not events:
         return 0
-    if customers is None or earliest is None:
-        customers = sorted({e.customer_id for e in events})  # type: ignore[type-var]
-        # UTC isoformat() texts sort as their instants do.
-        earliest = datetime.fromisoformat(min([e.occurred_iso for e in events]))
+    customers = sorted({e.customer_id for e in events})  # type: ignore[type-var]
+    # UTC isoformat() texts sort as their instants do.
+    earliest = datetime.fromisoformat(min([e.occurred_iso for e in events]))
     candidates: dict[str, list[tuple[str, datetime, datetime]]] = {}
     if session.get_bind().dialect.name == "postgresql":
         # Array parameters: an IN list of a batch's thousand customers costs more to compile
